@@ -1,0 +1,268 @@
+//! The C entry points behind the SQL functions: argument checks, the per-call setup, results.
+//!
+//! These are plain version-1 C functions rather than `#[pg_extern]` ones, for three reasons:
+//! - our own SQLSTATE (`LL001`) must reach the client, and pgrx turns SQLSTATEs it does not know
+//!   into `XX000` when an error passes through it; so errors are returned as values and raised
+//!   here, in the outermost frame, after every Rust value is dropped;
+//! - the SQL signatures (OUT parameters: exactly one row, no set-returning machinery) are
+//!   written by hand in `lib.rs`;
+//! - per-call-site state (schema, owner, result descriptor) is cached in `fn_extra`, so a
+//!   prepared `SELECT * FROM lease_refresh(...)` does no catalog lookups after its first run.
+
+use crate::error::{LeaseError, PendingError, SqlState};
+use crate::guard::{AsOwner, LockWaitBound};
+use crate::protocol::{Grant, Holder, LeaseCall};
+use crate::spi::SpiSession;
+use pgrx::pg_guard;
+use pgrx::pg_sys::{self, Datum, FunctionCallInfo, Oid};
+use std::ffi::CStr;
+
+/// Longest lease name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Longest lease duration: one day.
+pub const MAX_DURATION_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+/// What a lease function ends with once all its Rust values are gone.
+pub enum Outcome {
+    Return(Datum),
+    Raise(PendingError),
+}
+
+/// Defines the exported C symbol `$sym` (and its `pg_finfo_` record) around `$body`, a
+/// `fn(FunctionCallInfo) -> Result<Datum, LeaseError>`.
+macro_rules! sql_function {
+    ($sym:ident, $finfo:ident, $body:path) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub unsafe extern "C-unwind" fn $sym(fcinfo: FunctionCallInfo) -> Datum {
+            #[pg_guard]
+            #[allow(improper_ctypes_definitions)]
+            unsafe extern "C-unwind" fn guarded(fcinfo: FunctionCallInfo) -> Outcome {
+                match $body(fcinfo) {
+                    Ok(datum) => Outcome::Return(datum),
+                    Err(error) => Outcome::Raise(error.into_pending()),
+                }
+            }
+            match unsafe { guarded(fcinfo) } {
+                Outcome::Return(datum) => datum,
+                // SAFETY: nothing in this frame needs dropping; the caller is fmgr.
+                Outcome::Raise(error) => unsafe {
+                    error.raise(CStr::from_bytes_with_nul_unchecked(
+                        concat!(stringify!($sym), "\0").as_bytes(),
+                    ))
+                },
+            }
+        }
+    };
+}
+
+sql_function!(lease_acquire, pg_finfo_lease_acquire, acquire);
+sql_function!(lease_refresh, pg_finfo_lease_refresh, refresh);
+sql_function!(lease_release, pg_finfo_lease_release, release);
+sql_function!(lease_fence, pg_finfo_lease_fence, fence);
+sql_function!(lease_evict, pg_finfo_lease_evict, evict);
+
+fn acquire(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
+    tenure_call(fcinfo, |call, holder, expires_at| call.acquire(holder, expires_at))
+}
+
+fn refresh(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
+    tenure_call(fcinfo, |call, holder, expires_at| call.refresh(holder, expires_at))
+}
+
+/// `(holder uuid, lease_duration interval, lease_name text)` -> `(acquired, fencing_token,
+/// expires_at)`.
+fn tenure_call(
+    fcinfo: FunctionCallInfo,
+    op: impl FnOnce(&LeaseCall, &Holder, pg_sys::TimestampTz) -> Result<Grant, LeaseError>,
+) -> Result<Datum, LeaseError> {
+    let holder = holder_arg(fcinfo, 0)?;
+    let duration = duration_arg(fcinfo, 1)?;
+    let (name, name_str) = name_arg(fcinfo, 2)?;
+    let site = CallSite::get(fcinfo);
+    let grant = with_call(site, name, name_str, |call| {
+        let expires_at = call.now + duration;
+        op(call, &holder, expires_at)
+    })?;
+    Ok(site.grant_datum(&grant))
+}
+
+/// `(holder uuid, lease_name text)` -> `boolean`.
+fn release(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
+    let holder = holder_arg(fcinfo, 0)?;
+    let (name, name_str) = name_arg(fcinfo, 1)?;
+    let released = with_call(CallSite::get(fcinfo), name, name_str, |call| call.release(&holder))?;
+    Ok(Datum::from(released))
+}
+
+/// `(fencing_token bigint, lease_name text)` -> `void`.
+fn fence(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
+    let token = arg(fcinfo, 0)
+        .ok_or_else(|| null_argument("fencing_token"))?
+        .value() as i64;
+    let (name, name_str) = name_arg(fcinfo, 1)?;
+    with_call(CallSite::get(fcinfo), name, name_str, |call| call.fence(token))?;
+    Ok(Datum::from(0))
+}
+
+/// `(lease_name text)` -> `boolean`.
+fn evict(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
+    let (name, name_str) = name_arg(fcinfo, 0)?;
+    let evicted = with_call(CallSite::get(fcinfo), name, name_str, |call| Ok(call.evict()))?;
+    Ok(Datum::from(evicted))
+}
+
+/// Runs `op` as the function's owner, with lock waits bounded and an SPI connection open.
+fn with_call<T>(
+    site: &CallSite,
+    name: Datum,
+    name_str: &str,
+    op: impl FnOnce(&LeaseCall) -> Result<T, LeaseError>,
+) -> Result<T, LeaseError> {
+    let role = unsafe { pg_sys::GetUserId() };
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let _owner = AsOwner::enter(site.owner);
+    let _bound = LockWaitBound::enter();
+    let spi = SpiSession::connect(site.schema);
+    op(&LeaseCall { spi: &spi, name, name_str, role, now })
+}
+
+fn arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Datum> {
+    unsafe {
+        let args = (*fcinfo).args.as_slice((*fcinfo).nargs as usize);
+        (!args[n].isnull).then_some(args[n].value)
+    }
+}
+
+fn null_argument(name: &str) -> LeaseError {
+    LeaseError::new(SqlState::NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL"))
+}
+
+fn invalid(message: impl Into<String>) -> LeaseError {
+    LeaseError::new(SqlState::INVALID_PARAMETER_VALUE, message)
+}
+
+fn holder_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<Holder, LeaseError> {
+    let datum = arg(fcinfo, n).ok_or_else(|| null_argument("holder"))?;
+    let bytes = unsafe { *datum.cast_mut_ptr::<[u8; 16]>() };
+    Ok(Holder { datum, bytes })
+}
+
+/// The lease duration in microseconds: positive, at most a day, and free of months (which have
+/// no fixed length). Days count as 24 hours.
+fn duration_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<i64, LeaseError> {
+    let datum = arg(fcinfo, n).ok_or_else(|| null_argument("lease_duration"))?;
+    let interval = unsafe { &*datum.cast_mut_ptr::<pg_sys::Interval>() };
+    if interval.month != 0 {
+        return Err(invalid("lease_duration must not contain months or years")
+            .hint("Use days, hours, minutes or seconds: a month has no fixed length."));
+    }
+    let micros = i64::from(interval.day)
+        .checked_mul(24 * 3600 * 1_000_000)
+        .and_then(|days| days.checked_add(interval.time));
+    match micros {
+        Some(m) if m <= 0 => Err(invalid("lease_duration must be positive")),
+        Some(m) if m <= MAX_DURATION_MICROS => Ok(m),
+        _ => Err(invalid("lease_duration must be at most 1 day")),
+    }
+}
+
+/// The lease name as a detoasted `text` datum and as `&str`: 1 to [`MAX_NAME_BYTES`] bytes.
+fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<(Datum, &'a str), LeaseError> {
+    let datum = arg(fcinfo, n).ok_or_else(|| null_argument("lease_name"))?;
+    unsafe {
+        let text = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+        let bytes = pgrx::varlena::varlena_to_byte_slice(text);
+        if bytes.is_empty() {
+            return Err(invalid("lease_name must not be empty"));
+        }
+        if bytes.len() > MAX_NAME_BYTES {
+            return Err(invalid(format!(
+                "lease_name must be at most {MAX_NAME_BYTES} bytes, not {}",
+                bytes.len()
+            )));
+        }
+        // The server already checked the encoding; lossy only matters for non-UTF8 databases,
+        // where the name is used in messages only.
+        let name = std::str::from_utf8(bytes).unwrap_or("(lease name)");
+        Ok((Datum::from(text), name))
+    }
+}
+
+/// What one call site (one `FmgrInfo`) needs every call, looked up on its first call.
+struct CallSite {
+    /// The extension's schema: the function's own namespace.
+    schema: Oid,
+    /// The function's owner, whose rights the lease queries run with.
+    owner: Oid,
+    /// The blessed row descriptor of `(acquired, fencing_token, expires_at)`, or null.
+    result_desc: pg_sys::TupleDesc,
+}
+
+impl CallSite {
+    fn get<'a>(fcinfo: FunctionCallInfo) -> &'a CallSite {
+        unsafe {
+            let flinfo = (*fcinfo).flinfo;
+            if (*flinfo).fn_extra.is_null() {
+                let site = CallSite::look_up(fcinfo);
+                let slot = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<CallSite>());
+                slot.cast::<CallSite>().write(site);
+                (*flinfo).fn_extra = slot;
+            }
+            &*(*flinfo).fn_extra.cast::<CallSite>()
+        }
+    }
+
+    unsafe fn look_up(fcinfo: FunctionCallInfo) -> CallSite {
+        unsafe {
+            let flinfo = (*fcinfo).flinfo;
+            let fn_oid = (*flinfo).fn_oid;
+            let tuple = pg_sys::SearchSysCache1(
+                pg_sys::SysCacheIdentifier::PROCOID as _,
+                Datum::from(fn_oid),
+            );
+            if tuple.is_null() {
+                pgrx::error!("lease_lock: cache lookup failed for function {}", fn_oid.to_u32());
+            }
+            let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_proc>(tuple);
+            let (schema, owner, returns_record) =
+                ((*form).pronamespace, (*form).proowner, (*form).prorettype == pg_sys::RECORDOID);
+            pg_sys::ReleaseSysCache(tuple);
+
+            let mut result_desc = std::ptr::null_mut();
+            if returns_record {
+                let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
+                if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut desc)
+                    != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
+                {
+                    pgrx::error!("lease_lock: function {} must return a row", fn_oid.to_u32());
+                }
+                let old = pg_sys::MemoryContextSwitchTo((*flinfo).fn_mcxt);
+                result_desc = pg_sys::BlessTupleDesc(pg_sys::CreateTupleDescCopy(desc));
+                pg_sys::MemoryContextSwitchTo(old);
+            }
+            CallSite { schema, owner, result_desc }
+        }
+    }
+
+    fn grant_datum(&self, grant: &Grant) -> Datum {
+        let mut values = [
+            Datum::from(grant.acquired),
+            Datum::from(grant.fencing_token.unwrap_or(0)),
+            Datum::from(grant.expires_at.unwrap_or(0)),
+        ];
+        let mut nulls = [false, grant.fencing_token.is_none(), grant.expires_at.is_none()];
+        unsafe {
+            let tuple =
+                pg_sys::heap_form_tuple(self.result_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+        }
+    }
+}

@@ -1,0 +1,45 @@
+# Throwaway PostgreSQL 15 clusters for demos and tests. Source this file; never touches the
+# machine's own clusters.
+#
+#   cluster_start            starts one; sets PGHOST (socket dir), PGPORT, PGUSER=postgres, CLUSTER_DIR
+#   cluster_stop             stops it and removes its directory (also run on EXIT by cluster_start)
+#   as_pg CMD...             runs CMD as the cluster's OS user (postgres when we are root)
+#
+# Clusters use trust authentication on a Unix socket and 127.0.0.1, on a free port.
+
+PG_BIN=${PG_BIN:-$(/usr/lib/postgresql/15/bin/pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# cluster_start [extra postgres -c options...]
+cluster_start() {
+    CLUSTER_DIR=$(mktemp -d /tmp/ll.XXXXXX)
+    chmod 755 "$CLUSTER_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres: "$CLUSTER_DIR"
+    PGPORT=$(free_port)
+    as_pg "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+        >"$CLUSTER_DIR/initdb.log" 2>&1 || { cat "$CLUSTER_DIR/initdb.log" >&2; return 1; }
+    local opts="-p $PGPORT -k $CLUSTER_DIR -c listen_addresses=127.0.0.1"
+    for o in "$@"; do opts="$opts -c $o"; done
+    as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/log" -w -o "$opts" start >/dev/null \
+        || { cat "$CLUSTER_DIR/log" >&2; return 1; }
+    export PGHOST=$CLUSTER_DIR PGPORT PGUSER=postgres PGDATABASE=postgres CLUSTER_DIR
+    trap cluster_stop EXIT
+}
+
+cluster_stop() {
+    [ -n "${CLUSTER_DIR:-}" ] && [ -d "$CLUSTER_DIR" ] || return 0
+    as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$CLUSTER_DIR"
+    CLUSTER_DIR=
+}
