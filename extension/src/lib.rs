@@ -123,7 +123,6 @@ GRANT SELECT ON lease_status TO PUBLIC;
 );
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 /// Required by `cargo pgrx test`.
