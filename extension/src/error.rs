@@ -58,6 +58,16 @@ impl LeaseError {
         self
     }
 
+    /// The same error as one PostgreSQL raised and pgrx caught, without pgrx's additions.
+    pub fn from_postgres(report: &pgrx::pg_sys::panic::ErrorReportWithLevel) -> Self {
+        LeaseError {
+            sqlstate: SqlState(report.sql_error_code() as c_int),
+            message: report.message().to_owned(),
+            detail: report.detail().filter(|d| !d.is_empty()).map(str::to_owned),
+            hint: report.hint().filter(|h| !h.is_empty()).map(str::to_owned),
+        }
+    }
+
     /// Copies the texts into palloc'd memory so that no Rust value needs dropping when the error
     /// is raised (raising longjmps over the caller's frame).
     pub fn into_pending(self) -> PendingError {

@@ -45,10 +45,7 @@ macro_rules! sql_function {
             #[pg_guard]
             #[allow(improper_ctypes_definitions)]
             unsafe extern "C-unwind" fn guarded(fcinfo: FunctionCallInfo) -> Outcome {
-                match $body(fcinfo) {
-                    Ok(datum) => Outcome::Return(datum),
-                    Err(error) => Outcome::Raise(error.into_pending()),
-                }
+                run_catching_postgres_errors(|| $body(fcinfo))
             }
             match unsafe { guarded(fcinfo) } {
                 Outcome::Return(datum) => datum,
@@ -61,6 +58,28 @@ macro_rules! sql_function {
             }
         }
     };
+}
+
+/// Runs a function body and turns both its own errors and errors PostgreSQL raised inside it
+/// (lock timeouts, cancellations, serialization failures) into an [`Outcome`]. The latter are
+/// re-raised with their SQLSTATE, message, detail and hint as they were: letting them pass
+/// through pgrx would add a Rust backtrace to their DETAIL when `RUST_BACKTRACE` is set in the
+/// server's environment. Rust panics (bugs) still go to pgrx, which reports them as `XX000`.
+fn run_catching_postgres_errors(body: impl FnOnce() -> Result<Datum, LeaseError>) -> Outcome {
+    use pgrx::pg_sys::panic::CaughtError;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(Ok(datum)) => Outcome::Return(datum),
+        Ok(Err(error)) => Outcome::Raise(error.into_pending()),
+        Err(payload) => match payload.downcast::<CaughtError>() {
+            Ok(caught) => match *caught {
+                CaughtError::PostgresError(report) => {
+                    Outcome::Raise(LeaseError::from_postgres(&report).into_pending())
+                }
+                other => other.rethrow(),
+            },
+            Err(payload) => std::panic::resume_unwind(payload),
+        },
+    }
 }
 
 sql_function!(lease_acquire, pg_finfo_lease_acquire, acquire);

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Runs every test suite of lease_lock against throwaway PostgreSQL 15 clusters and ends with one
+# line "N passed, N failed" summing them all. Exits non-zero on any failure.
+#
+#   scripts/test.sh                 every suite
+#   scripts/test.sh regress client  only the named suites
+#
+# Suites: pgrx (#[pg_test] unit tests), regress (pg_regress), isolation (two-session specs).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/lib/cluster.sh
+
+scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+ALL_SUITES=(pgrx regress isolation)
+SUITES=("${@:-${ALL_SUITES[@]}}")
+[ $# -gt 0 ] && SUITES=("$@") || SUITES=("${ALL_SUITES[@]}")
+PASSED=0
+FAILED=0
+SUMMARY=()
+
+# record SUITE PASSED FAILED
+record() {
+    PASSED=$((PASSED + $2))
+    FAILED=$((FAILED + $3))
+    SUMMARY+=("$(printf '%-10s %4d passed, %d failed' "$1" "$2" "$3")")
+}
+
+# A scratch directory the postgres OS user can write (tests run PostgreSQL as postgres when root).
+scratch_dir() {
+    local d
+    d=$(mktemp -d /tmp/ll-test.XXXXXX)
+    chmod 755 "$d"
+    [ "$(id -u)" = 0 ] && chown postgres: "$d"
+    echo "$d"
+}
+
+# Sums "test result: ok. N passed; M failed" lines of cargo test output on stdin.
+cargo_counts() {
+    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+         END { print p + 0, f + 0 }'
+}
+
+suite_pgrx() {
+    local pgdata log counts
+    pgdata=$(scratch_dir)
+    log=$pgdata.log
+    (cd extension && cargo pgrx test pg15 --runas postgres --pgdata "$pgdata/data") >"$log" 2>&1
+    local status=$?
+    read -r p f < <(cargo_counts <"$log")
+    if [ $status -ne 0 ] && [ "$f" = 0 ]; then f=1; tail -40 "$log"; fi
+    [ "$f" != 0 ] && grep -E "^test .*FAILED|panicked|ERROR" "$log" | head -40
+    record pgrx "$p" "$f"
+    rm -rf "$pgdata" "$log"
+}
+
+# run_pg_regress SUITE RUNNER INPUT_DIR TESTS...: a pg_regress-style runner against a throwaway
+# cluster; counts its "... ok" / "... FAILED" lines.
+run_pg_regress() {
+    local suite=$1 runner=$2 input=$3
+    shift 3
+    local work out p f
+    work=$(scratch_dir)
+    cp -r "$input/." "$work/"
+    chown -R "$(stat -c %u "$work")" "$work"
+    (
+        cluster_start
+        as_pg "$runner" --inputdir="$work" --outputdir="$work" --host="$PGHOST" --port="$PGPORT" \
+            --user=postgres --dbname="lease_lock_$suite" --load-extension=lease_lock "$@"
+    ) >"$work/run.log" 2>&1
+    p=$(grep -cE '\.\.\. ok' "$work/run.log")
+    f=$(grep -cE '\.\.\. FAILED' "$work/run.log")
+    [ "$p" = 0 ] && [ "$f" = 0 ] && f=1
+    if [ "$f" != 0 ]; then cat "$work/run.log"; head -200 "$work/regression.diffs" 2>/dev/null; fi
+    # ACCEPT_OUTPUT=1: take this run's output as the expected output (review the diff first!).
+    if [ "${ACCEPT_OUTPUT:-}" = 1 ]; then mkdir -p "$input/expected"; cp "$work"/results/*.out "$input/expected/"; fi
+    record "$suite" "$p" "$f"
+    rm -rf "$work"
+}
+
+suite_regress() {
+    local tests
+    tests=$(cd sql/regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+    # shellcheck disable=SC2086
+    run_pg_regress regress "$PG_BIN/../lib/pgxs/src/test/regress/pg_regress" sql/regress $tests
+}
+
+suite_isolation() {
+    local tests
+    tests=$(cd sql/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort)
+    # shellcheck disable=SC2086
+    run_pg_regress isolation "$PG_BIN/../lib/pgxs/src/test/isolation/pg_isolation_regress" sql/isolation $tests
+}
+
+for suite in "${SUITES[@]}"; do
+    echo "== $suite" >&2
+    "suite_$suite"
+done
+
+echo
+printf '%s\n' "${SUMMARY[@]}"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
