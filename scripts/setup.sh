@@ -40,10 +40,14 @@ fi
 
 [ "${1:-}" = --deps ] && exit 0
 
-log "building and installing the extension (release)"
-if [ -z "$SUDO" ]; then
-    (cd extension && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
-else
-    (cd extension && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
+# cargo builds incrementally, so this is quick when nothing changed; its output only on failure.
+install_log=$(mktemp)
+sudo_flag=()
+[ -n "$SUDO" ] && sudo_flag=(--sudo)
+if ! (cd extension && cargo pgrx install --release "${sudo_flag[@]}" --pg-config "$PG_CONFIG") >"$install_log" 2>&1; then
+    cat "$install_log" >&2
+    rm -f "$install_log"
+    log "building or installing the extension failed"
+    exit 1
 fi
-log "lease_lock installed into $("$PG_CONFIG" --sharedir)/extension"
+rm -f "$install_log"
