@@ -5,7 +5,8 @@
 #   scripts/test.sh                 every suite
 #   scripts/test.sh regress client  only the named suites
 #
-# Suites: pgrx (#[pg_test] unit tests), regress (pg_regress), isolation (two-session specs).
+# Suites: lint (clippy, examples, the tls feature), regress (pg_regress), isolation (two-session
+# specs), client (Rust client unit, doc and integration tests), pgrx (#[pg_test] unit tests).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -13,7 +14,7 @@ source scripts/lib/cluster.sh
 
 scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
-ALL_SUITES=(regress isolation pgrx)
+ALL_SUITES=(lint regress isolation client pgrx)
 [ $# -gt 0 ] && SUITES=("$@") || SUITES=("${ALL_SUITES[@]}")
 PASSED=0
 FAILED=0
@@ -81,6 +82,45 @@ run_pg_regress() {
     if [ "${ACCEPT_OUTPUT:-}" = 1 ]; then mkdir -p "$input/expected"; cp "$work"/results/*.out "$input/expected/"; fi
     record "$suite" "$p" "$f"
     rm -rf "$work"
+}
+
+# check NAME COMMAND...: one pass or fail, output shown on failure.
+check() {
+    local name=$1 out
+    shift
+    if out=$("$@" 2>&1); then
+        CHECK_PASSED=$((CHECK_PASSED + 1))
+    else
+        CHECK_FAILED=$((CHECK_FAILED + 1))
+        echo "check failed: $name" >&2
+        echo "$out" | tail -40 >&2
+    fi
+}
+
+suite_lint() {
+    CHECK_PASSED=0 CHECK_FAILED=0
+    check "clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
+    check "client examples build" cargo build --quiet -p lease_lock_client --examples
+    check "client tls feature" cargo check --quiet -p lease_lock_client --features tls
+    check "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p lease_lock_client
+    record lint "$CHECK_PASSED" "$CHECK_FAILED"
+}
+
+# Rust unit, doc and integration tests of the client, against one throwaway cluster.
+suite_client() {
+    local log status p f
+    log=$(mktemp)
+    (
+        cluster_start
+        export LEASE_LOCK_TEST_HOST=$PGHOST LEASE_LOCK_TEST_PORT=$PGPORT
+        cargo test -p lease_lock_client -p lease_lock_tests --no-fail-fast 2>&1
+    ) >"$log"
+    status=$?
+    read -r p f < <(cargo_counts <"$log")
+    [ $status -ne 0 ] && [ "$f" = 0 ] && f=1
+    [ "$f" != 0 ] && grep -vE '^\s*(Compiling|Running|Finished|Doc-tests)' "$log" | tail -80
+    record client "$p" "$f"
+    rm -f "$log"
 }
 
 suite_regress() {

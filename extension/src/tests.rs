@@ -73,7 +73,7 @@ mod tests {
         let (acquired, token, _) = call(&format!("lease_acquire({A}, interval '10 s')"));
         assert!(acquired);
         assert_eq!(token, Some(1));
-        assert_eq!(call(&format!("lease_refresh({A}, interval '10 s')")).0, true);
+        assert!(call(&format!("lease_refresh({A}, interval '10 s')")).0);
         let name = Spi::get_one::<String>("SELECT lease_name FROM lease_status WHERE held");
         assert_eq!(name, Ok(Some("default".into())));
         assert_eq!(Spi::get_one::<bool>(&format!("SELECT lease_release({A})")), Ok(Some(true)));
@@ -158,7 +158,7 @@ mod tests {
         acquire(A, "1 hour", "evict_ends_any_tenure");
         assert_eq!(Spi::get_one::<bool>("SELECT lease_evict('evict_ends_any_tenure')"), Ok(Some(true)));
         assert_eq!(Spi::get_one::<bool>("SELECT lease_evict('evict_ends_any_tenure')"), Ok(Some(false)));
-        assert_eq!(refresh(A, "10 s", "evict_ends_any_tenure").0, false);
+        assert!(!refresh(A, "10 s", "evict_ends_any_tenure").0);
         assert_eq!(acquire(B, "10 s", "evict_ends_any_tenure").1, Some(2));
     }
 

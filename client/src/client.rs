@@ -1,0 +1,453 @@
+//! [`LeaseClient`]: waits for a lease, takes it, and competes again after losing it.
+
+use crate::backoff::{jitter_up, Backoff};
+use crate::config::{validate_lease_name, LeaseConfig};
+use crate::error::Error;
+use crate::lease::{ActiveName, Lease, LeaseInfo, Tenure};
+use crate::session::{CallError, DbConn, Grant, Session, Tls};
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn, Instrument};
+use uuid::Uuid;
+
+/// Takes and holds leases of one holder id over one dedicated connection.
+///
+/// Cheap to clone; clones and [`for_lease`](LeaseClient::for_lease) clients share the holder id
+/// and the connection. The connection is opened on first use and reopened when lost.
+#[derive(Clone, Debug)]
+pub struct LeaseClient {
+    shared: Arc<Shared>,
+    lease_name: Arc<str>,
+}
+
+struct Shared {
+    session: Arc<Session>,
+    holder_id: Uuid,
+    active: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("holder_id", &self.holder_id).finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`LeaseClient`]; every setting has a default (see [`LeaseConfig`]).
+#[derive(Debug)]
+#[must_use]
+pub struct LeaseClientBuilder {
+    pg: Result<tokio_postgres::Config, tokio_postgres::Error>,
+    config: LeaseConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<rustls::ClientConfig>,
+}
+
+impl LeaseClient {
+    /// A builder for a connection string (`key=value` or `postgresql://` URL). A string that
+    /// does not parse is reported by [`LeaseClientBuilder::build`].
+    pub fn builder(conninfo: &str) -> LeaseClientBuilder {
+        LeaseClientBuilder::with_pg(conninfo.parse())
+    }
+
+    /// A builder for a [`tokio_postgres::Config`].
+    pub fn builder_from_config(pg: tokio_postgres::Config) -> LeaseClientBuilder {
+        LeaseClientBuilder::with_pg(Ok(pg))
+    }
+
+    /// A client for the lease `lease_name` that shares this client's holder id and connection.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty or overlong name.
+    pub fn for_lease(&self, lease_name: &str) -> Result<LeaseClient, Error> {
+        validate_lease_name(lease_name)?;
+        Ok(LeaseClient { shared: self.shared.clone(), lease_name: lease_name.into() })
+    }
+
+    /// This client's holder id.
+    pub fn holder_id(&self) -> Uuid {
+        self.shared.holder_id
+    }
+
+    /// The lease this client takes.
+    pub fn lease_name(&self) -> &str {
+        &self.lease_name
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LeaseConfig {
+        self.shared.session.config()
+    }
+
+    /// One attempt: the lease if it was free (or already ours), `None` if someone else holds it.
+    ///
+    /// # Errors
+    /// [`Error::Connect`], [`Error::Acquire`] or [`Error::CallTimeout`] for this one attempt,
+    /// and [`Error::InUse`] if this client already holds or is acquiring this lease.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: if cancelled after the call was sent, a background release undoes a tenure
+    /// the call may have started (sent on the same connection, so it runs after the acquire).
+    pub async fn try_acquire(&self) -> Result<Option<Lease>, Error> {
+        let active = self.claim()?;
+        match self.attempt().await? {
+            Attempt::Held(tenure) => Ok(Some(Lease::start(tenure, active))),
+            Attempt::Refused(_) => Ok(None),
+        }
+    }
+
+    /// Waits until the lease is held and returns it.
+    ///
+    /// While another holder has it, sleeps until its reported expiry (plus jitter) or until a
+    /// release notification for this lease arrives, whichever is first. Connection failures
+    /// are retried with capped exponential back-off and jitter; only errors that retrying
+    /// cannot fix are returned.
+    ///
+    /// # Errors
+    /// [`Error::Acquire`] or [`Error::Connect`] for a permanent failure (extension missing,
+    /// permission denied, authentication), [`Error::InUse`] as for `try_acquire`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: no lease is left behind (see [`try_acquire`](LeaseClient::try_acquire)).
+    /// Wrap it in `tokio::time::timeout` or use [`acquire_timeout`](LeaseClient::acquire_timeout).
+    pub async fn acquire(&self) -> Result<Lease, Error> {
+        let active = self.claim()?;
+        let config = self.config();
+        let mut backoff = Backoff::new(Duration::from_millis(50), config.max_backoff());
+        // Subscribe before the first attempt so a release right after it is not missed.
+        let mut releases = self.shared.session.subscribe_releases();
+        let mut attempts = 0u64;
+        loop {
+            attempts += 1;
+            let wait = match self.attempt().await {
+                Ok(Attempt::Held(tenure)) => {
+                    info!(lease = %self.lease_name, attempts, token = tenure.fencing_token, "acquired");
+                    return Ok(Lease::start(tenure, active));
+                }
+                Ok(Attempt::Refused(expires_at)) => {
+                    backoff.reset();
+                    self.wait_for_expiry(expires_at)
+                }
+                Err(e) if e.is_transient() => {
+                    let wait = backoff.next();
+                    warn!(lease = %self.lease_name, error = %e, retry_in_ms = wait.as_millis() as u64, "acquire failed; retrying");
+                    wait
+                }
+                Err(e) => return Err(e.into_acquire_error()),
+            };
+            if attempts.is_power_of_two() {
+                debug!(lease = %self.lease_name, attempts, wait_ms = wait.as_millis() as u64, "lease held by another holder; waiting");
+            }
+            self.sleep_or_wake(wait, &mut releases).await;
+        }
+    }
+
+    /// [`acquire`](LeaseClient::acquire) that gives up after `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::AcquireTimeout`] when the time is up, or what `acquire` returns.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, as `acquire`.
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Lease, Error> {
+        tokio::time::timeout(timeout, self.acquire())
+            .await
+            .map_err(|_| Error::AcquireTimeout(timeout))?
+    }
+
+    /// The elector loop: competes for the lease, runs `work` while holding it, and competes
+    /// again whenever the lease is lost, until `shutdown` resolves or `work` finishes.
+    ///
+    /// `work` is called anew for each tenure with a [`LeaseInfo`] (fencing token, state); its
+    /// future is dropped (cancelled) the moment the lease is lost. On shutdown, or when `work`
+    /// returns, the lease is released.
+    ///
+    /// # Errors
+    /// Permanent errors of [`acquire`](LeaseClient::acquire); a failed release at the end.
+    ///
+    /// # Cancel safety
+    /// Cancelling it drops the current lease, which releases it in the background.
+    pub async fn run_elector<F, Fut>(&self, mut work: F, shutdown: impl Future<Output = ()>) -> Result<(), Error>
+    where
+        F: FnMut(LeaseInfo) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        tokio::pin!(shutdown);
+        let span = tracing::info_span!("elector", lease = %self.lease_name, holder = %self.holder_id());
+        async move {
+            loop {
+                let lease = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return Ok(()),
+                    lease = self.acquire() => lease?,
+                };
+                info!(token = lease.fencing_token(), "leading");
+                let outcome = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => None,
+                    outcome = lease.run_while_held(work(lease.info())) => Some(outcome),
+                };
+                match outcome {
+                    None | Some(Ok(())) => {
+                        lease.release().await?;
+                        return Ok(());
+                    }
+                    Some(Err(reason)) => {
+                        warn!(%reason, "leadership lost; competing again");
+                        drop(lease);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn claim(&self) -> Result<ActiveName, Error> {
+        ActiveName::claim(&self.shared.active, &self.lease_name)
+            .ok_or_else(|| Error::InUse(self.lease_name.to_string()))
+    }
+
+    /// One `lease_acquire` call.
+    async fn attempt(&self) -> Result<Attempt, AttemptError> {
+        let session = &self.shared.session;
+        let conn = session.conn().await.map_err(AttemptError::Connect)?;
+        let sent_at = Instant::now();
+        // Armed while the call is in flight: if this future is dropped then, the acquire may
+        // still run on the server, and a release queued behind it on the same connection
+        // undoes it.
+        let undo = UndoOnDrop { conn: Some(conn.clone()), holder: self.holder_id(), name: self.lease_name.clone() };
+        let call = conn.acquire(self.holder_id(), self.config().lease_duration(), &self.lease_name);
+        let grant = session.call(&conn, None, call).await;
+        undo.disarm();
+        match grant.map_err(AttemptError::Call)? {
+            Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at) } => {
+                Ok(Attempt::Held(Tenure {
+                    session: session.clone(),
+                    lease_name: self.lease_name.clone(),
+                    holder_id: self.holder_id(),
+                    fencing_token: token,
+                    expires_at,
+                    confirmed_at: sent_at,
+                }))
+            }
+            grant => Ok(Attempt::Refused(grant.expires_at)),
+        }
+    }
+
+    /// How long to sleep after a refusal: until the holder's expiry on the database clock,
+    /// estimated with ours (skew only moves when we retry, never safety), at most one lease
+    /// duration, at least a short pause, plus jitter.
+    fn wait_for_expiry(&self, expires_at: Option<SystemTime>) -> Duration {
+        let config = self.config();
+        let floor = (config.refresh_interval() / 4).max(Duration::from_millis(10));
+        let until_expiry = expires_at
+            .and_then(|e| e.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::ZERO);
+        jitter_up(until_expiry.clamp(floor, config.lease_duration()))
+    }
+
+    /// Sleeps for `wait`, or less if this lease is released (notification) or the connection
+    /// drops (reconnect and listen again at once).
+    async fn sleep_or_wake(&self, wait: Duration, releases: &mut broadcast::Receiver<String>) {
+        let conn = self.shared.session.current();
+        let closed = async {
+            match &conn {
+                Some(c) => c.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let released = async {
+            loop {
+                match releases.recv().await {
+                    Ok(name) if *name == *self.lease_name => return,
+                    Ok(_) => continue,
+                    // Missed some: one of them may have been ours.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = released => debug!(lease = %self.lease_name, "woken by release notification"),
+            _ = closed => debug!("connection closed while waiting"),
+        }
+    }
+}
+
+enum Attempt {
+    Held(Tenure),
+    /// Held by someone else (or busy); the expiry the database reported.
+    Refused(Option<SystemTime>),
+}
+
+enum AttemptError {
+    Connect(Error),
+    Call(CallError),
+}
+
+impl AttemptError {
+    fn is_transient(&self) -> bool {
+        match self {
+            AttemptError::Connect(Error::Connect(e)) => crate::error::is_transient(e),
+            AttemptError::Connect(_) => true,
+            AttemptError::Call(e) => e.is_transient(),
+        }
+    }
+
+    fn into_acquire_error(self) -> Error {
+        match self {
+            AttemptError::Connect(e) => e,
+            AttemptError::Call(CallError::Db(e)) => Error::Acquire(e),
+            AttemptError::Call(CallError::Timeout(d)) => Error::CallTimeout(d),
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Connect(Error::Connect(e)) => write!(f, "connect: {e}"),
+            AttemptError::Connect(e) => write!(f, "{e}"),
+            AttemptError::Call(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<AttemptError> for Error {
+    fn from(e: AttemptError) -> Error {
+        e.into_acquire_error()
+    }
+}
+
+/// Releases the lease in the background if dropped while armed (see `attempt`).
+struct UndoOnDrop {
+    conn: Option<Arc<DbConn>>,
+    holder: Uuid,
+    name: Arc<str>,
+}
+
+impl UndoOnDrop {
+    fn disarm(mut self) {
+        self.conn = None;
+    }
+}
+
+impl Drop for UndoOnDrop {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (holder, name) = (self.holder, self.name.clone());
+        runtime.spawn(async move {
+            match conn.release(holder, &name).await {
+                Ok(released) => debug!(lease = %name, released, "cancelled acquire undone"),
+                Err(e) => debug!(lease = %name, error = %e, "could not undo a cancelled acquire; it will expire"),
+            }
+        });
+    }
+}
+
+impl LeaseClientBuilder {
+    fn with_pg(pg: Result<tokio_postgres::Config, tokio_postgres::Error>) -> Self {
+        LeaseClientBuilder {
+            pg,
+            config: LeaseConfig::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// Replaces every lease setting at once (for settings loaded with serde).
+    pub fn config(mut self, config: LeaseConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The lease to take. Default `default`.
+    pub fn lease_name(mut self, name: impl Into<String>) -> Self {
+        self.config = self.config.with_lease_name(name);
+        self
+    }
+
+    /// A stable holder id. Default: a random v4 UUID per client.
+    pub fn holder_id(mut self, id: Uuid) -> Self {
+        self.config = self.config.with_holder_id(id);
+        self
+    }
+
+    /// How long each acquire or renewal holds the lease. Default 10 s.
+    pub fn lease_duration(mut self, d: Duration) -> Self {
+        self.config = self.config.with_lease_duration(d);
+        self
+    }
+
+    /// Time between renewals, at most half the lease. Default 1 s.
+    pub fn refresh_interval(mut self, d: Duration) -> Self {
+        self.config = self.config.with_refresh_interval(d);
+        self
+    }
+
+    /// How long the holder trusts the lease after sending the last confirmed renewal.
+    /// Default: two thirds of the lease duration.
+    pub fn renew_deadline(mut self, d: Duration) -> Self {
+        self.config = self.config.with_renew_deadline(d);
+        self
+    }
+
+    /// Longest wait for one database call. Default 2 s (or the renew deadline if shorter).
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.config = self.config.with_call_timeout(d);
+        self
+    }
+
+    /// Cap of the reconnect back-off. Default 5 s.
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.config = self.config.with_max_backoff(d);
+        self
+    }
+
+    /// Session-level timeouts and prepared statements on the dedicated connection. Default on;
+    /// turn off behind a transaction pooler such as PgBouncer in transaction mode.
+    pub fn session_settings(mut self, on: bool) -> Self {
+        self.config = self.config.with_session_settings(on);
+        self
+    }
+
+    /// LISTEN for releases to wake waiters at once. Default on; off behind a transaction pooler.
+    pub fn listen(mut self, on: bool) -> Self {
+        self.config = self.config.with_listen(on);
+        self
+    }
+
+    /// Connects over TLS with this rustls configuration.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: rustls::ClientConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Checks the settings and makes the client. Does not connect yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid setting or connection string.
+    pub fn build(self) -> Result<LeaseClient, Error> {
+        let pg = self.pg.map_err(|e| Error::Config(format!("connection string: {e}")))?;
+        self.config.validate()?;
+        let tls = Tls::None;
+        #[cfg(feature = "tls")]
+        let tls = match self.tls {
+            Some(c) => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
+            None => tls,
+        };
+        let holder_id = self.config.holder_id().unwrap_or_else(Uuid::new_v4);
+        let lease_name: Arc<str> = self.config.lease_name().into();
+        let session = Arc::new(Session::new(pg, tls, self.config));
+        Ok(LeaseClient {
+            shared: Arc::new(Shared { session, holder_id, active: Arc::default() }),
+            lease_name,
+        })
+    }
+}

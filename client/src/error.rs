@@ -1,0 +1,56 @@
+//! The crate's one error type.
+
+use std::time::Duration;
+
+/// What failed. Each variant keeps its cause as [`std::error::Error::source`]; messages do not
+/// repeat it, so `{:#}`-style chain printers show each cause once.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting is invalid (see [`LeaseConfig::validate`](crate::LeaseConfig::validate)).
+    #[error("invalid lease configuration: {0}")]
+    Config(String),
+    /// Connecting to PostgreSQL, or preparing the dedicated connection, failed.
+    #[error("could not connect to PostgreSQL")]
+    Connect(#[source] tokio_postgres::Error),
+    /// `lease_acquire` failed with an error that retrying will not fix (for example the
+    /// extension is not installed: SQLSTATE 42883, or the role may not use it: 42501).
+    #[error("lease_acquire failed")]
+    Acquire(#[source] tokio_postgres::Error),
+    /// `lease_release` failed.
+    #[error("lease_release failed")]
+    Release(#[source] tokio_postgres::Error),
+    /// A database call took longer than the call timeout.
+    #[error("database call took longer than {0:?}")]
+    CallTimeout(Duration),
+    /// This client already holds, or is acquiring, this lease (one handle per tenure).
+    #[error("lease {0:?} is already held or being acquired by this client")]
+    InUse(String),
+    /// [`LeaseClient::acquire_timeout`](crate::LeaseClient::acquire_timeout) gave up.
+    #[error("lease not acquired within {0:?}")]
+    AcquireTimeout(Duration),
+}
+
+impl Error {
+    /// The SQLSTATE of the database error behind this one, if any.
+    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            Error::Connect(e) | Error::Acquire(e) | Error::Release(e) => e.code(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a database error is worth retrying: the connection broke, the server is shutting
+/// down or read-only (a standby), or a lock or serialization conflict. Everything else (missing
+/// extension, privileges, bad input) will fail the same way again.
+pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else {
+        // No SQLSTATE: an I/O error or a closed connection.
+        return true;
+    };
+    let code = code.code();
+    matches!(&code[..2], "08" | "53" | "57" | "58" | "40")
+        || code == "55P03" // lock_not_available (lock_timeout)
+        || code == "25006" // read_only_sql_transaction: connected to a standby
+}

@@ -1,0 +1,418 @@
+//! A held lease: its handle, its state, and the task that renews it.
+//!
+//! The renewal task sends `lease_refresh` every refresh interval. The lease stays trusted until
+//! `renew_deadline` after the *send* time of the last renewal the database confirmed (measured
+//! on the local monotonic clock). The database computed that renewal's expiry as its own clock
+//! at execution plus the lease duration, and execution comes after sending, so the local
+//! deadline passes at least `lease_duration - renew_deadline` before anyone else can be given
+//! the lease. Failed or slow renewals are retried, reconnecting as needed, until the deadline;
+//! then the handle reports [`LeaseState::Lost`]. Nothing here exits or panics the process.
+
+use crate::backoff::Backoff;
+use crate::error::Error;
+use crate::session::{CallError, Grant, Session};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::sleep_until;
+use tracing::{debug, info, warn, Instrument};
+use uuid::Uuid;
+
+/// Where a lease stands, as its renewal task sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseState {
+    /// Held: act as the holder until `valid_until`, writing with `fencing_token`.
+    Held {
+        /// The tenure's fencing token, for [`lease_fence`](crate#fencing).
+        fencing_token: i64,
+        /// The expiry the database recorded at the last confirmed renewal (database clock).
+        expires_at: SystemTime,
+        /// The local deadline: the last confirmed renewal's send time plus the renew deadline.
+        valid_until: Instant,
+    },
+    /// No longer held, or no longer known to be: stop acting as the holder.
+    Lost(LossReason),
+    /// Released by this process.
+    Released,
+}
+
+impl LeaseState {
+    /// Whether the lease is held now: `Held` and the local deadline not yet passed.
+    pub fn is_held(&self) -> bool {
+        matches!(self, LeaseState::Held { valid_until, .. } if Instant::now() < *valid_until)
+    }
+}
+
+/// Why a lease was lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// The database answered that the lease is no longer ours: it expired (and may have been
+    /// taken by another holder) or an administrator evicted it.
+    NotHeld,
+    /// No renewal was confirmed within the renew deadline. `last_error` is the last failure seen.
+    RenewDeadline {
+        /// The last error of a renewal attempt, if one failed (rather than hung).
+        last_error: Option<String>,
+    },
+}
+
+impl std::fmt::Display for LossReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LossReason::NotHeld => write!(f, "the database reports the lease is no longer held"),
+            LossReason::RenewDeadline { last_error: Some(e) } => {
+                write!(f, "no renewal confirmed within the renew deadline (last error: {e})")
+            }
+            LossReason::RenewDeadline { last_error: None } => {
+                write!(f, "no renewal confirmed within the renew deadline")
+            }
+        }
+    }
+}
+
+enum Command {
+    Release(oneshot::Sender<Result<bool, Error>>),
+}
+
+/// A cloneable view of a held lease for the code that acts as holder: token, state, loss.
+#[derive(Clone, Debug)]
+pub struct LeaseInfo {
+    lease_name: Arc<str>,
+    fencing_token: i64,
+    state: watch::Receiver<LeaseState>,
+}
+
+impl LeaseInfo {
+    /// The lease's name.
+    pub fn lease_name(&self) -> &str {
+        &self.lease_name
+    }
+
+    /// The fencing token of this tenure: pass it to `lease_fence` in every protected write.
+    pub fn fencing_token(&self) -> i64 {
+        self.fencing_token
+    }
+
+    /// Whether the lease is still held (and its local deadline not passed).
+    pub fn is_held(&self) -> bool {
+        self.state.borrow().is_held()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LeaseState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of every state change.
+    pub fn subscribe(&self) -> watch::Receiver<LeaseState> {
+        self.state.clone()
+    }
+
+    /// Resolves when the lease is lost, with the reason; never resolves while it is held.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only watches the state, so it can sit in a `select!` loop.
+    pub async fn lost(&self) -> LossReason {
+        let mut state = self.state.clone();
+        loop {
+            // Copy out of the borrow: it must not live across an await.
+            let current = state.borrow_and_update().clone();
+            let valid_until = match current {
+                LeaseState::Lost(reason) => return reason,
+                // Released on purpose: that is not a loss.
+                LeaseState::Released => return std::future::pending().await,
+                LeaseState::Held { valid_until, .. } => valid_until,
+            };
+            // The local deadline can pass before the renewal task says so (it may be starved):
+            // it counts on its own.
+            tokio::select! {
+                biased;
+                changed = state.changed() => {
+                    if changed.is_err() && matches!(*state.borrow(), LeaseState::Held { .. }) {
+                        // The task is gone while holding (runtime shutting down): nobody renews.
+                        return LossReason::RenewDeadline { last_error: None };
+                    }
+                }
+                _ = sleep_until(valid_until.into()) => {
+                    return LossReason::RenewDeadline { last_error: None };
+                }
+            }
+        }
+    }
+}
+
+/// A held lease. Renewed in the background until released, dropped or lost.
+///
+/// Dropping it stops the renewals and releases the lease in the background, best effort: the
+/// release is sent after the drop returns, and if it cannot be (connection down, runtime
+/// shutting down) the lease simply expires after the lease duration. Use
+/// [`release`](Lease::release) to know that standbys can take over at once.
+#[derive(Debug)]
+pub struct Lease {
+    info: LeaseInfo,
+    holder_id: Uuid,
+    commands: mpsc::Sender<Command>,
+    _active: ActiveName,
+}
+
+impl Lease {
+    /// The lease's name.
+    pub fn lease_name(&self) -> &str {
+        self.info.lease_name()
+    }
+
+    /// The holder id this process holds it with.
+    pub fn holder_id(&self) -> Uuid {
+        self.holder_id
+    }
+
+    /// The fencing token of this tenure.
+    pub fn fencing_token(&self) -> i64 {
+        self.info.fencing_token
+    }
+
+    /// The expiry the database recorded at the last confirmed renewal, while held.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        match &*self.info.state.borrow() {
+            LeaseState::Held { expires_at, .. } => Some(*expires_at),
+            _ => None,
+        }
+    }
+
+    /// The local instant until which the lease may be trusted without a further renewal.
+    pub fn valid_until(&self) -> Option<Instant> {
+        match &*self.info.state.borrow() {
+            LeaseState::Held { valid_until, .. } => Some(*valid_until),
+            _ => None,
+        }
+    }
+
+    /// Whether the lease is held now.
+    pub fn is_held(&self) -> bool {
+        self.info.is_held()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LeaseState {
+        self.info.state()
+    }
+
+    /// A receiver of every state change (`Held` on each renewal, then `Lost` or `Released`).
+    pub fn subscribe(&self) -> watch::Receiver<LeaseState> {
+        self.info.subscribe()
+    }
+
+    /// A cloneable view for the code that acts as holder.
+    pub fn info(&self) -> LeaseInfo {
+        self.info.clone()
+    }
+
+    /// Resolves when the lease is lost. See [`LeaseInfo::lost`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn lost(&self) -> LossReason {
+        self.info.lost().await
+    }
+
+    /// Runs `work` while the lease is held: returns its output if it finishes first, or drops
+    /// (cancels) it and returns the reason as soon as the lease is lost. The lease stays held
+    /// after `work` finishes; release it or drop it.
+    ///
+    /// # Cancel safety
+    /// Cancelling this cancels `work`; the lease itself is unaffected.
+    pub async fn run_while_held<F: Future>(&self, work: F) -> Result<F::Output, LossReason> {
+        tokio::select! {
+            biased;
+            reason = self.lost() => Err(reason),
+            output = work => Ok(output),
+        }
+    }
+
+    /// Stops renewing and releases the lease now, so that a waiting standby (woken by the
+    /// release notification) takes over at once. Returns `false` if it was no longer held.
+    ///
+    /// # Errors
+    /// [`Error::Release`] or [`Error::CallTimeout`] if the release could not be confirmed; the
+    /// lease then expires after at most the lease duration.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe in effect: once called, the release runs to completion in the renewal task
+    /// even if this future is dropped.
+    pub async fn release(self) -> Result<bool, Error> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Release(reply)).await.is_err() {
+            return Ok(false); // the task ended: the lease was already lost
+        }
+        answer.await.unwrap_or(Ok(false))
+    }
+}
+
+/// Marks a lease name as in use by this client while a [`Lease`] (or an acquire) exists, so one
+/// client never holds two handles to one tenure.
+#[derive(Debug)]
+pub(crate) struct ActiveName {
+    names: Arc<Mutex<std::collections::HashSet<String>>>,
+    name: String,
+}
+
+impl ActiveName {
+    pub fn claim(
+        names: &Arc<Mutex<std::collections::HashSet<String>>>,
+        name: &str,
+    ) -> Option<ActiveName> {
+        let mut set = names.lock().expect("lock poisoned");
+        set.insert(name.to_owned())
+            .then(|| ActiveName { names: names.clone(), name: name.to_owned() })
+    }
+}
+
+impl Drop for ActiveName {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.names.lock() {
+            set.remove(&self.name);
+        }
+    }
+}
+
+/// Everything the renewal task needs.
+pub(crate) struct Tenure {
+    pub session: Arc<Session>,
+    pub lease_name: Arc<str>,
+    pub holder_id: Uuid,
+    pub fencing_token: i64,
+    pub expires_at: SystemTime,
+    /// Send time of the `lease_acquire` call that started (or renewed) this tenure.
+    pub confirmed_at: Instant,
+}
+
+impl Lease {
+    /// Starts renewing a tenure just acquired and returns its handle.
+    pub(crate) fn start(tenure: Tenure, active: ActiveName) -> Lease {
+        let deadline = tenure.session.config().renew_deadline();
+        let (state_tx, state) = watch::channel(LeaseState::Held {
+            fencing_token: tenure.fencing_token,
+            expires_at: tenure.expires_at,
+            valid_until: tenure.confirmed_at + deadline,
+        });
+        let (commands, command_rx) = mpsc::channel(1);
+        let info = LeaseInfo {
+            lease_name: tenure.lease_name.clone(),
+            fencing_token: tenure.fencing_token,
+            state,
+        };
+        let span = tracing::info_span!(
+            "lease",
+            lease = %tenure.lease_name,
+            holder = %tenure.holder_id,
+            token = tenure.fencing_token
+        );
+        let holder_id = tenure.holder_id;
+        tokio::spawn(renew(tenure, state_tx, command_rx).instrument(span));
+        Lease { info, holder_id, commands, _active: active }
+    }
+}
+
+/// The renewal task. Ends when the lease is lost, released, or its handle dropped.
+async fn renew(t: Tenure, state: watch::Sender<LeaseState>, mut commands: mpsc::Receiver<Command>) {
+    let config = t.session.config().clone();
+    let mut confirmed_at = t.confirmed_at;
+    let mut next_refresh = confirmed_at + config.refresh_interval();
+    let mut retry = Backoff::new(config.refresh_interval() / 8, config.refresh_interval());
+    let mut last_error: Option<String> = None;
+    info!("lease held");
+
+    loop {
+        let deadline = confirmed_at + config.renew_deadline();
+        // The connection we would renew on, to notice at once when it drops. Only peek: opening
+        // one here could outlast the deadline, which must fire on time.
+        let conn = t.session.current();
+        let connection_closed = async {
+            match &conn {
+                Some(c) => c.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            command = commands.recv() => return finish(&t, &state, command).await,
+            _ = sleep_until(deadline.into()) => return lose(&state, LossReason::RenewDeadline { last_error }),
+            _ = sleep_until(next_refresh.into()) => {}
+            _ = connection_closed => debug!("connection closed: renewing now"),
+        }
+        drop(conn);
+
+        let sent_at = Instant::now();
+        let attempt = async {
+            let conn = t.session.conn().await.map_err(|e| e.to_string())?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            t.session
+                .call(&conn, Some(remaining), conn.refresh(t.holder_id, config.lease_duration(), &t.lease_name))
+                .await
+                .map_err(|e: CallError| e.to_string())
+        };
+        let outcome = tokio::select! {
+            biased;
+            command = commands.recv() => return finish(&t, &state, command).await,
+            _ = sleep_until(deadline.into()) => return lose(&state, LossReason::RenewDeadline { last_error }),
+            outcome = attempt => outcome,
+        };
+        match outcome {
+            Ok(Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at) })
+                if token == t.fencing_token =>
+            {
+                confirmed_at = sent_at;
+                next_refresh = sent_at + config.refresh_interval();
+                retry.reset();
+                last_error = None;
+                state.send_replace(LeaseState::Held {
+                    fencing_token: token,
+                    expires_at,
+                    valid_until: sent_at + config.renew_deadline(),
+                });
+                debug!("renewed");
+            }
+            Ok(_) => return lose(&state, LossReason::NotHeld),
+            Err(e) => {
+                warn!(error = %e, "renewal failed; retrying until the renew deadline");
+                last_error = Some(e);
+                next_refresh = Instant::now() + retry.next();
+            }
+        }
+    }
+}
+
+fn lose(state: &watch::Sender<LeaseState>, reason: LossReason) {
+    warn!(%reason, "lease lost");
+    state.send_replace(LeaseState::Lost(reason));
+}
+
+/// Handles a release request, or the handle being dropped (`None`): release, then report.
+async fn finish(t: &Tenure, state: &watch::Sender<LeaseState>, command: Option<Command>) {
+    let result = release(t).await;
+    state.send_replace(LeaseState::Released);
+    match command {
+        Some(Command::Release(reply)) => {
+            let _ = reply.send(result);
+        }
+        None => match result {
+            Ok(_) => debug!("released after the handle was dropped"),
+            Err(e) => debug!(error = %e, "release after drop failed; the lease will expire"),
+        },
+    }
+}
+
+async fn release(t: &Tenure) -> Result<bool, Error> {
+    let conn = t.session.conn().await?;
+    match t.session.call(&conn, None, conn.release(t.holder_id, &t.lease_name)).await {
+        Ok(released) => {
+            info!(released, "lease released");
+            Ok(released)
+        }
+        Err(CallError::Db(e)) => Err(Error::Release(e)),
+        Err(CallError::Timeout(d)) => Err(Error::CallTimeout(d)),
+    }
+}

@@ -1,0 +1,70 @@
+//! Leader election on PostgreSQL with the `lease_lock` extension: hold a lease on a dedicated
+//! connection, renew it in the background, and learn the moment it can no longer be trusted.
+//!
+//! A [`LeaseClient`] takes a connection string (or a [`tokio_postgres::Config`]) and the lease
+//! settings of [`LeaseConfig`]. [`LeaseClient::acquire`] waits until the lease is held (woken by
+//! the extension's release notification, or at the holder's expiry) and returns a [`Lease`],
+//! whose background task renews it every `refresh_interval`. The lease is trusted until
+//! `renew_deadline` after the send time of the last renewal the database confirmed, which is
+//! always before the database could hand it to anyone else; when that passes, or the database
+//! says the lease is gone, [`Lease::lost`] resolves and the state turns
+//! [`LeaseState::Lost`]. The process is never exited: what to do is the application's call.
+//!
+//! Ways to use it:
+//! - **Hold**: `acquire`, work while [`Lease::is_held`], [`Lease::release`] at the end.
+//! - **Run while held**: [`Lease::run_while_held`] cancels the work the moment the lease is lost.
+//! - **Elect**: [`LeaseClient::run_elector`] competes, leads, and competes again after a loss.
+//! - **Many leases**: [`LeaseClient::for_lease`] gives clients of other lease names that share
+//!   one connection and one holder id; their renewals pipeline over that connection.
+//!
+//! Settings and their defaults (see [`LeaseConfig`]): lease name `default`, holder id a random
+//! UUID, lease duration 10 s, refresh interval 1 s (at most half the lease), renew deadline 2/3
+//! of the lease (below the lease), call timeout 2 s, back-off cap 5 s, session settings and
+//! LISTEN on. Invalid settings are an [`Error::Config`] from `build`, never a panic. TLS is the
+//! `tls` cargo feature (rustls).
+//!
+//! # Fencing
+//! A lease alone cannot stop a paused holder from writing after it lost the lease. Pass
+//! [`Lease::fencing_token`] to `lease_fence(token, lease_name)` inside each transaction that
+//! writes protected data: it fails with SQLSTATE `LL001` unless the token is the current
+//! tenure, and holds off the next tenure until the transaction ends.
+//!
+//! # Example
+//! ```no_run
+//! use lease_lock_client::LeaseClient;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), lease_lock_client::Error> {
+//! let client = LeaseClient::builder("host=/var/run/postgresql dbname=app")
+//!     .lease_name("orders-worker")
+//!     .lease_duration(Duration::from_secs(10))
+//!     .refresh_interval(Duration::from_secs(1))
+//!     .build()?;
+//! let lease = client.acquire().await?;
+//! let token = lease.fencing_token();
+//! let outcome = lease
+//!     .run_while_held(async move {
+//!         // Work as the leader; write with `SELECT lease_fence($token, 'orders-worker')` first.
+//!         let _ = token;
+//!     })
+//!     .await;
+//! match outcome {
+//!     Ok(()) => { lease.release().await?; }
+//!     Err(reason) => eprintln!("lost the lease: {reason}"),
+//! }
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod backoff;
+mod client;
+mod config;
+mod error;
+mod lease;
+mod session;
+
+pub use client::{LeaseClient, LeaseClientBuilder};
+pub use config::{LeaseConfig, MAX_LEASE_DURATION, MAX_LEASE_NAME_BYTES};
+pub use error::Error;
+pub use lease::{Lease, LeaseInfo, LeaseState, LossReason};
+pub use session::RELEASE_CHANNEL;

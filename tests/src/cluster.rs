@@ -1,0 +1,251 @@
+//! Throwaway PostgreSQL 15 clusters and fresh databases for tests.
+//!
+//! A cluster lives in a temporary directory, listens on a free port (Unix socket in that
+//! directory and 127.0.0.1) with trust authentication, runs as the `postgres` OS user when we are
+//! root (PostgreSQL refuses root), and is stopped and removed on drop. The machine's own
+//! clusters are never touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// The PostgreSQL 15 binaries.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command run as the cluster's OS user.
+pub fn pg_command(program: &str) -> Command {
+    let path = if program.contains('/') { program.to_string() } else { format!("{PG_BIN}/{program}") };
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn run(mut command: Command, what: &str) {
+    let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A throwaway cluster, stopped and removed on drop.
+#[derive(Debug)]
+pub struct TestCluster {
+    dir: PathBuf,
+    port: u16,
+    owned: bool,
+}
+
+impl TestCluster {
+    /// Starts a new cluster with default settings plus `settings` (`name=value`).
+    pub fn start(settings: &[&str]) -> TestCluster {
+        let dir = tempdir();
+        let cluster = TestCluster { dir, port: free_port(), owned: true };
+        let mut initdb = pg_command("initdb");
+        initdb.args(["-D", cluster.data_dir().to_str().unwrap(), "-U", "postgres", "--auth=trust"]);
+        initdb.args(["-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]);
+        run(initdb, "initdb");
+        cluster.start_server(settings);
+        cluster
+    }
+
+    /// Attaches to a running cluster (socket dir and port), e.g. one `scripts/test.sh` started.
+    /// It is not stopped on drop.
+    pub fn attach(socket_dir: &str, port: u16) -> TestCluster {
+        TestCluster { dir: PathBuf::from(socket_dir), port, owned: false }
+    }
+
+    fn start_server(&self, settings: &[&str]) {
+        let mut options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
+            self.port,
+            self.dir.display()
+        );
+        for s in settings {
+            options.push_str(&format!(" -c {s}"));
+        }
+        let mut start = pg_command("pg_ctl");
+        start.args(["-D", self.data_dir().to_str().unwrap(), "-l", self.log_file().to_str().unwrap()]);
+        start.args(["-w", "-o", &options, "start"]);
+        run(start, "pg_ctl start");
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// The Unix socket directory.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `key=value` connection string over the Unix socket.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!("host={} port={} user=postgres dbname={dbname}", self.dir.display(), self.port)
+    }
+
+    /// `key=value` connection string over TCP on 127.0.0.1.
+    pub fn tcp_conninfo(&self, dbname: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={dbname}", self.port)
+    }
+
+    /// Stops the server (`fast` or `immediate`) and starts it again on the same port.
+    pub fn restart(&self, mode: &str, settings: &[&str]) {
+        self.stop_server(mode);
+        self.start_server(settings);
+    }
+
+    pub fn stop_server(&self, mode: &str) {
+        let mut stop = pg_command("pg_ctl");
+        stop.args(["-D", self.data_dir().to_str().unwrap(), "-m", mode, "-w", "stop"]);
+        run(stop, "pg_ctl stop");
+    }
+
+    /// Runs SQL with psql (autocommit), returning unaligned, tuples-only output.
+    pub fn psql(&self, dbname: &str, sql: &str) -> String {
+        let output = Command::new(format!("{PG_BIN}/psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.conninfo(dbname), "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs");
+        assert!(output.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// A new database with `CREATE EXTENSION lease_lock`, dropped when the guard is.
+    pub fn fresh_database(&self) -> TestDb<'_> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("ll_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.psql(&name, "CREATE EXTENSION lease_lock");
+        TestDb { cluster: self, name }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.owned {
+            let mut stop = pg_command("pg_ctl");
+            stop.args(["-D", self.data_dir().to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+            let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A database of a [`TestCluster`], dropped (`WITH (FORCE)`) with the guard, even when the test
+/// panicked.
+#[derive(Debug)]
+pub struct TestDb<'c> {
+    pub cluster: &'c TestCluster,
+    pub name: String,
+}
+
+impl TestDb<'_> {
+    /// Connection string over the Unix socket.
+    pub fn conninfo(&self) -> String {
+        self.cluster.conninfo(&self.name)
+    }
+
+    /// Connection string over TCP.
+    pub fn tcp_conninfo(&self) -> String {
+        self.cluster.tcp_conninfo(&self.name)
+    }
+
+    /// Runs SQL with psql; see [`TestCluster::psql`].
+    pub fn psql(&self, sql: &str) -> String {
+        self.cluster.psql(&self.name, sql)
+    }
+
+    /// A tokio-postgres connection (its driver spawned on the current runtime).
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conninfo(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+}
+
+impl Drop for TestDb<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(format!("{PG_BIN}/psql"))
+            .args(["-X", "-q", "-d", &self.cluster.conninfo("postgres")])
+            .args(["-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A temporary directory the cluster's OS user owns, with a short path (socket paths are limited
+/// to about 100 bytes).
+fn tempdir() -> PathBuf {
+    let template = std::ffi::CString::new("/tmp/llt.XXXXXX").unwrap();
+    let raw = template.into_raw();
+    let dir = unsafe {
+        let made = libc::mkdtemp(raw);
+        assert!(!made.is_null(), "mkdtemp failed");
+        std::ffi::CString::from_raw(raw)
+    };
+    let dir = PathBuf::from(dir.into_string().unwrap());
+    unsafe {
+        let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        libc::chmod(path.as_ptr(), 0o755);
+        if is_root() {
+            let pw = libc::getpwnam(c"postgres".as_ptr());
+            assert!(!pw.is_null(), "no postgres OS user");
+            libc::chown(path.as_ptr(), (*pw).pw_uid, (*pw).pw_gid);
+        }
+    }
+    dir
+}
+
+/// The cluster shared by the tests of one test binary: the one named by `LEASE_LOCK_TEST_HOST`
+/// and `LEASE_LOCK_TEST_PORT` (as `scripts/test.sh` passes), or a new one stopped at exit.
+pub fn shared_cluster() -> &'static TestCluster {
+    static SHARED: OnceLock<TestCluster> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        if let (Ok(host), Ok(port)) =
+            (std::env::var("LEASE_LOCK_TEST_HOST"), std::env::var("LEASE_LOCK_TEST_PORT"))
+        {
+            return TestCluster::attach(&host, port.parse().expect("LEASE_LOCK_TEST_PORT"));
+        }
+        extern "C" fn stop_shared() {
+            if let Some(cluster) = SHARED.get() {
+                let mut stop = pg_command("pg_ctl");
+                stop.args(["-D", cluster.data_dir().to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+                let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = std::fs::remove_dir_all(&cluster.dir);
+            }
+        }
+        // Statics are not dropped at exit; the test harness exits through exit(3).
+        unsafe { libc::atexit(stop_shared) };
+        TestCluster::start(&[])
+    })
+}

@@ -1,0 +1,17 @@
+//! Test harness for lease_lock: throwaway clusters and fresh databases (`cluster`), plus the
+//! integration tests in `tests/`, the fault harness and the benchmark runner.
+
+pub mod cluster;
+
+pub use cluster::{shared_cluster, TestCluster, TestDb};
+
+/// Installs a `tracing` subscriber once (filter with `RUST_LOG`, default `warn`).
+pub fn init_tracing() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}

@@ -1,0 +1,393 @@
+//! The Rust client against a real PostgreSQL: the reference implementation's scenarios, plus
+//! ours (blocked renewal, many leases, drop vs release, cancellation, tokens). Short leases:
+//! 2 s, renewed every 200 ms, trusted for 1.2 s after the last confirmed renewal.
+
+use lease_lock_client::{Error, Lease, LeaseClient, LeaseState, LossReason};
+use lease_lock_tests::{init_tracing, shared_cluster, TestDb};
+use std::time::{Duration, Instant};
+use tokio::time::{sleep, timeout};
+
+const LEASE: Duration = Duration::from_secs(2);
+const REFRESH: Duration = Duration::from_millis(200);
+const DEADLINE: Duration = Duration::from_millis(1200);
+
+/// A client on `db` for `lease`, connecting with `application_name` = `app` (to find its backend).
+fn client(db: &TestDb, lease: &str, app: &str) -> LeaseClient {
+    LeaseClient::builder(&format!("{} application_name={app}", db.conninfo()))
+        .lease_name(lease)
+        .lease_duration(LEASE)
+        .refresh_interval(REFRESH)
+        .renew_deadline(DEADLINE)
+        .call_timeout(Duration::from_millis(400))
+        .max_backoff(Duration::from_millis(300))
+        .build()
+        .expect("valid config")
+}
+
+/// `(holder, fencing_token, held)` of a lease as the database sees it.
+fn status(db: &TestDb, lease: &str) -> (String, i64, bool) {
+    let row = db.psql(&format!(
+        "SELECT coalesce(holder::text, ''), fencing_token, held FROM lease_status WHERE lease_name = '{lease}'"
+    ));
+    let mut parts = row.split('|');
+    let holder = parts.next().unwrap_or_default().to_string();
+    let token = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    let held = parts.next() == Some("t");
+    (holder, token, held)
+}
+
+fn backend_pid(db: &TestDb, app: &str) -> Option<i32> {
+    db.psql(&format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = '{app}' AND datname = current_database()"
+    ))
+    .lines()
+    .next()
+    .and_then(|l| l.parse().ok())
+}
+
+fn terminate(db: &TestDb, app: &str) -> bool {
+    db.psql(&format!(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = '{app}' AND datname = current_database()) t"
+    )) != "0"
+}
+
+async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Records every state a lease goes through.
+fn record_states(lease: &Lease) -> tokio::task::JoinHandle<Vec<LeaseState>> {
+    let mut rx = lease.subscribe();
+    tokio::spawn(async move {
+        let mut seen = vec![rx.borrow().clone()];
+        while rx.changed().await.is_ok() {
+            seen.push(rx.borrow().clone());
+        }
+        seen
+    })
+}
+
+// 1. A standby takes over after the holder releases, woken by the notification (well within
+//    the lease duration it would otherwise wait).
+#[tokio::test]
+async fn standby_takes_over_after_release() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let holder = client(&db, "l", "holder").acquire().await.unwrap();
+    assert_eq!(holder.fencing_token(), 1);
+    let standby = client(&db, "l", "standby");
+    let waiting = tokio::spawn(async move { standby.acquire().await });
+    sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "standby must wait while the lease is held");
+    let released_at = Instant::now();
+    assert!(holder.release().await.unwrap());
+    let lease = timeout(LEASE, waiting).await.expect("standby acquired").unwrap().unwrap();
+    let takeover = released_at.elapsed();
+    assert_eq!(lease.fencing_token(), 2);
+    assert!(takeover < Duration::from_millis(1000), "takeover took {takeover:?}");
+    assert_eq!(status(&db, "l"), (lease.holder_id().to_string(), 2, true));
+}
+
+// 2. A waiter survives its connection being killed while waiting, reconnects, and acquires once
+//    the holder releases.
+#[tokio::test]
+async fn waiter_survives_its_connection_being_killed() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let holder = client(&db, "l", "holder2").acquire().await.unwrap();
+    let waiter = client(&db, "l", "waiter2");
+    let waiting = tokio::spawn(async move { waiter.acquire().await });
+    wait_until("the waiter is connected", Duration::from_secs(5), || backend_pid(&db, "waiter2").is_some()).await;
+    let first_pid = backend_pid(&db, "waiter2").unwrap();
+    assert!(terminate(&db, "waiter2"));
+    wait_until("the waiter reconnected", Duration::from_secs(5), || {
+        backend_pid(&db, "waiter2").is_some_and(|pid| pid != first_pid)
+    })
+    .await;
+    assert!(!waiting.is_finished());
+    assert!(holder.release().await.unwrap());
+    let lease = timeout(Duration::from_secs(3), waiting).await.expect("acquired").unwrap().unwrap();
+    assert_eq!(lease.fencing_token(), 2);
+}
+
+// 3. A holder survives its connection being killed: it reconnects and renews within the renew
+//    deadline, keeping its token, and never reports a loss.
+#[tokio::test]
+async fn holder_survives_its_connection_being_killed() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let lease = client(&db, "l", "holder3").acquire().await.unwrap();
+    let states = record_states(&lease);
+    let first_pid = backend_pid(&db, "holder3").unwrap();
+    assert!(terminate(&db, "holder3"));
+    wait_until("the holder reconnected", Duration::from_secs(3), || {
+        backend_pid(&db, "holder3").is_some_and(|pid| pid != first_pid)
+    })
+    .await;
+    sleep(LEASE + REFRESH).await; // past the expiry of the renewal before the kill
+    assert!(lease.is_held());
+    assert_eq!(lease.fencing_token(), 1);
+    assert_eq!(status(&db, "l"), (lease.holder_id().to_string(), 1, true));
+    assert!(lease.release().await.unwrap());
+    let states = states.await.unwrap();
+    assert!(states.iter().all(|s| !matches!(s, LeaseState::Lost(_))), "{states:?}");
+}
+
+// 4. After release, a second client acquires at once.
+#[tokio::test]
+async fn after_release_a_second_client_acquires_at_once() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let lease = client(&db, "l", "a4").acquire().await.unwrap();
+    assert!(lease.release().await.unwrap());
+    let second = client(&db, "l", "b4").try_acquire().await.unwrap().expect("free at once");
+    assert_eq!(second.fencing_token(), 2);
+}
+
+// 5. acquire with a timeout fails cleanly while another client holds the lease.
+#[tokio::test]
+async fn acquire_with_timeout_fails_cleanly_while_held() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let holder = client(&db, "l", "a5").acquire().await.unwrap();
+    let standby = client(&db, "l", "b5");
+    let started = Instant::now();
+    let result = standby.acquire_timeout(Duration::from_millis(700)).await;
+    assert!(matches!(result, Err(Error::AcquireTimeout(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(holder.is_held());
+    assert_eq!(status(&db, "l"), (holder.holder_id().to_string(), 1, true));
+    // Nothing left behind: the standby can try again and gets a clean refusal.
+    assert!(standby.try_acquire().await.unwrap().is_none());
+}
+
+// 6. Works on a freshly created database with only CREATE EXTENSION lease_lock.
+#[tokio::test]
+async fn works_on_a_fresh_database_with_only_the_extension() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    assert_eq!(db.psql("SELECT count(*) FROM lease_status"), "0");
+    let lease = LeaseClient::builder(&db.conninfo()).build().unwrap().acquire().await.unwrap();
+    assert_eq!((lease.lease_name(), lease.fencing_token()), ("default", 1));
+    assert!(lease.release().await.unwrap());
+}
+
+// 7. Renewal blocked (another session holds the lease table locked against updates): the
+//    holder reports the loss before the lease's database expiry, and another client acquires
+//    only after that expiry.
+#[tokio::test]
+async fn blocked_renewal_is_reported_lost_before_the_database_expiry() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let lease = client(&db, "l", "holder7").acquire().await.unwrap();
+    sleep(REFRESH * 2).await;
+    // EXCLUSIVE blocks the renewal's UPDATE but not reads of lease_status.
+    let blocker = db.connect().await;
+    blocker.batch_execute("BEGIN; LOCK TABLE leases IN EXCLUSIVE MODE").await.unwrap();
+    let blocked_at = Instant::now();
+    let reason = timeout(LEASE * 2, lease.lost()).await.expect("loss reported");
+    let lost_after = blocked_at.elapsed();
+    assert!(matches!(reason, LossReason::RenewDeadline { .. }), "{reason:?}");
+    // At the moment of the loss the database still counts the lease as held by us.
+    let still_held = db.psql("SELECT held, expires_at > clock_timestamp() FROM lease_status WHERE lease_name = 'l'");
+    assert_eq!(still_held, "t|t", "loss must be reported before the database expiry");
+    assert!(!lease.is_held());
+    assert!(lost_after <= DEADLINE + REFRESH, "reported after {lost_after:?}");
+    let expiry = db.psql("SELECT expires_at FROM lease_status WHERE lease_name = 'l'");
+
+    let standby = client(&db, "l", "standby7");
+    let waiting = tokio::spawn(async move { standby.acquire().await });
+    sleep(Duration::from_millis(100)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let next = timeout(LEASE * 2, waiting).await.expect("standby acquired").unwrap().unwrap();
+    assert_eq!(next.fencing_token(), 2);
+    let after_expiry = db.psql(&format!(
+        "SELECT acquired_at >= '{expiry}'::timestamptz FROM lease_status WHERE lease_name = 'l'"
+    ));
+    assert_eq!(after_expiry, "t", "the standby's tenure began before the old expiry {expiry}");
+}
+
+fn cpu_time() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+// 8. One process holds 100 named leases at once over one connection; report the cost.
+#[tokio::test]
+async fn one_client_holds_a_hundred_leases_on_one_connection() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let base = client(&db, "many-0", "many8");
+    let mut leases = Vec::new();
+    for i in 0..100 {
+        leases.push(base.for_lease(&format!("many-{i}")).unwrap().acquire().await.unwrap());
+    }
+    let (cpu_before, wall_before) = (cpu_time(), Instant::now());
+    sleep(Duration::from_secs(3)).await;
+    let (cpu, wall) = (cpu_time() - cpu_before, wall_before.elapsed());
+    assert!(leases.iter().all(|l| l.is_held()));
+    let held = db.psql(&format!(
+        "SELECT count(*) FROM lease_status WHERE held AND holder = '{}'",
+        base.holder_id()
+    ));
+    assert_eq!(held, "100");
+    let connections =
+        db.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'many8'");
+    assert_eq!(connections, "1", "all 100 leases share one connection");
+    let renewals_per_s = 100.0 / REFRESH.as_secs_f64();
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    eprintln!(
+        "100 leases, 1 connection, {renewals_per_s:.0} renewals/s: client CPU {:.1}% of one core \
+         ({:.1} us per renewal; the whole test process)",
+        share * 100.0,
+        cpu.as_secs_f64() * 1e6 / (renewals_per_s * wall.as_secs_f64())
+    );
+    assert!(share < 0.5, "client CPU {share:.2} of a core for 100 leases");
+    for lease in leases {
+        assert!(lease.release().await.unwrap());
+    }
+}
+
+// 9a. Dropping a lease releases it in the background: a waiting standby gets it well before the
+//     lease would have expired.
+#[tokio::test]
+async fn dropping_a_lease_releases_it_in_the_background() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let lease = client(&db, "l", "a9").acquire().await.unwrap();
+    let standby = client(&db, "l", "b9");
+    let waiting = tokio::spawn(async move { standby.acquire().await });
+    sleep(Duration::from_millis(200)).await;
+    let dropped_at = Instant::now();
+    drop(lease);
+    let next = timeout(LEASE, waiting).await.expect("acquired after drop").unwrap().unwrap();
+    assert_eq!(next.fencing_token(), 2);
+    assert!(dropped_at.elapsed() < Duration::from_millis(1000));
+}
+
+// 9b. Cancelling acquire mid-wait leaves nothing behind, even when cancelled while its call is
+//     in flight (the lease is free then, so the call would take it).
+#[tokio::test]
+async fn cancelled_acquire_leaves_no_lease_behind() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let holder = client(&db, "l", "a9b").acquire().await.unwrap();
+    let waiter = client(&db, "l", "b9b");
+    assert!(timeout(Duration::from_millis(300), waiter.acquire()).await.is_err());
+    assert!(holder.release().await.unwrap());
+    // Cancel at many points, including while lease_acquire is on the wire.
+    for i in 0..40u64 {
+        let _ = timeout(Duration::from_micros(i * 150), waiter.acquire()).await.map(|l| l.map(drop));
+    }
+    // Any tenure a cancelled call started is released (or, at worst, left to expire, which the
+    // check below would catch as "held").
+    wait_until("no cancelled acquire holds the lease", Duration::from_millis(1000), || !status(&db, "l").2).await;
+    let third = client(&db, "l", "c9b").try_acquire().await.unwrap().expect("free");
+    assert!(third.fencing_token() >= 2);
+    // The waiter's client is reusable: no lease name left marked in use.
+    drop(third);
+    wait_until("free again", Duration::from_secs(1), || !status(&db, "l").2).await;
+    assert!(waiter.try_acquire().await.unwrap().is_some());
+}
+
+// 9c. Release after loss reports false; release twice is impossible (it consumes the handle);
+//     a second handle for a tenure is refused.
+#[tokio::test]
+async fn release_after_loss_and_double_handles() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let c = client(&db, "l", "a9c");
+    let lease = c.acquire().await.unwrap();
+    assert!(matches!(c.try_acquire().await, Err(Error::InUse(_))));
+    db.psql("SELECT lease_evict('l')");
+    let reason = timeout(LEASE, lease.lost()).await.expect("eviction noticed");
+    assert_eq!(reason, LossReason::NotHeld);
+    assert!(!lease.release().await.unwrap());
+}
+
+// 9d. Bad settings are errors, never panics.
+#[tokio::test]
+async fn bad_config_is_an_error() {
+    let cases: Vec<(Result<LeaseClient, Error>, &str)> = vec![
+        (LeaseClient::builder("host=/tmp port=notaport").build(), "connection string"),
+        (LeaseClient::builder("host=/tmp").lease_duration(Duration::ZERO).build(), "positive"),
+        (LeaseClient::builder("host=/tmp").refresh_interval(Duration::from_secs(6)).build(), "half"),
+        (LeaseClient::builder("host=/tmp").renew_deadline(Duration::from_secs(10)).build(), "below"),
+        (LeaseClient::builder("host=/tmp").lease_name("").build(), "lease name"),
+    ];
+    for (result, expected) in cases {
+        match result {
+            Err(Error::Config(message)) => assert!(message.contains(expected), "{message}"),
+            other => panic!("expected a config error mentioning {expected:?}, got {other:?}"),
+        }
+    }
+    let good = LeaseClient::builder("host=/tmp").build().unwrap();
+    assert!(matches!(good.for_lease(&"x".repeat(300)), Err(Error::Config(_))));
+}
+
+// 10. Tokens strictly increase across handovers between clients.
+#[tokio::test]
+async fn tokens_strictly_increase_across_handovers() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let clients: Vec<LeaseClient> = (0..3).map(|i| client(&db, "l", &format!("t10-{i}"))).collect();
+    let mut tokens = Vec::new();
+    for round in 0..12 {
+        let lease = clients[round % 3].acquire().await.unwrap();
+        tokens.push(lease.fencing_token());
+        if round % 2 == 0 {
+            assert!(lease.release().await.unwrap());
+        } else {
+            drop(lease); // background release
+        }
+    }
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+}
+
+// A missing extension is a permanent error, returned rather than retried forever.
+#[tokio::test]
+async fn missing_extension_is_a_permanent_error() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    db.psql("DROP EXTENSION lease_lock");
+    let result = timeout(Duration::from_secs(5), client(&db, "l", "a11").acquire()).await.expect("returns");
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Connect(_) | Error::Acquire(_)), "{err:?}");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION));
+}
+
+// The elector competes again after losing: evicted, it leads again with a new token.
+#[tokio::test]
+async fn elector_competes_again_after_a_loss() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let c = client(&db, "l", "elector");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let elector = tokio::spawn(async move {
+        c.run_elector(
+            move |info| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(info.fencing_token()).unwrap();
+                    std::future::pending::<()>().await
+                }
+            },
+            async { let _ = stop_rx.await; },
+        )
+        .await
+    });
+    assert_eq!(timeout(LEASE, rx.recv()).await.unwrap(), Some(1));
+    db.psql("SELECT lease_evict('l')");
+    assert_eq!(timeout(LEASE * 2, rx.recv()).await.unwrap(), Some(2));
+    stop_tx.send(()).unwrap();
+    timeout(LEASE, elector).await.unwrap().unwrap().unwrap();
+    assert!(!status(&db, "l").2, "released on shutdown");
+}
