@@ -6,7 +6,8 @@
 #   scripts/test.sh regress client  only the named suites
 #
 # Suites: lint (clippy, examples, the tls feature), regress (pg_regress), isolation (two-session
-# specs), client (Rust client unit, doc and integration tests), pgrx (#[pg_test] unit tests).
+# specs), client (Rust client unit, doc and integration tests), examples (the SQL-only examples in
+# sql/examples, psql/bash and Python), pgrx (#[pg_test] unit tests).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -14,7 +15,7 @@ source scripts/lib/cluster.sh
 
 scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
-ALL_SUITES=(lint regress isolation client pgrx)
+ALL_SUITES=(lint regress isolation client examples pgrx)
 [ $# -gt 0 ] && SUITES=("$@") || SUITES=("${ALL_SUITES[@]}")
 PASSED=0
 FAILED=0
@@ -120,6 +121,19 @@ suite_client() {
     [ $status -ne 0 ] && [ "$f" = 0 ] && f=1
     [ "$f" != 0 ] && grep -vE '^\s*(Compiling|Running|Finished|Doc-tests)' "$log" | tail -80
     record client "$p" "$f"
+    rm -f "$log"
+}
+
+# The SQL-only examples; their runner prints "N passed, M failed" last.
+suite_examples() {
+    local log p f
+    log=$(mktemp)
+    sql/examples/run_tests.sh >"$log" 2>&1
+    local status=$?
+    read -r p f < <(tail -1 "$log" | awk '/passed/ { print $1 + 0, $3 + 0; next } { print 0, 0 }')
+    [ $status -ne 0 ] && [ "$f" = 0 ] && f=1
+    [ "$f" != 0 ] && tail -60 "$log"
+    record examples "$p" "$f"
     rm -f "$log"
 }
 
