@@ -7,7 +7,8 @@
 #
 # Suites: lint (clippy, examples, the tls feature), regress (pg_regress), isolation (two-session
 # specs), client (Rust client unit, doc and integration tests), examples (the SQL-only examples in
-# sql/examples, psql/bash and Python), pgrx (#[pg_test] unit tests).
+# sql/examples, psql/bash and Python), faults (the fault harness, 60 s, and its negative control),
+# pgrx (#[pg_test] unit tests).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,7 +16,7 @@ source scripts/lib/cluster.sh
 
 scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
-ALL_SUITES=(lint regress isolation client examples pgrx)
+ALL_SUITES=(lint regress isolation client examples faults pgrx)
 [ $# -gt 0 ] && SUITES=("$@") || SUITES=("${ALL_SUITES[@]}")
 PASSED=0
 FAILED=0
@@ -135,6 +136,24 @@ suite_examples() {
     [ "$f" != 0 ] && tail -60 "$log"
     record examples "$p" "$f"
     rm -f "$log"
+}
+
+# The fault harness: a 60 s run that must find no safety violation in at least 100 faults, and
+# the negative control (reference-behaving clients) that must be caught. The last summary is
+# kept in target/faults-summary.md.
+suite_faults() {
+    CHECK_PASSED=0 CHECK_FAILED=0
+    if ! cargo build --quiet -p lease_lock_tests --bin faults; then
+        record faults 0 1
+        return
+    fi
+    local summary=target/faults-summary.md
+    check "fault run (60 s, >= 100 faults, no violation)" \
+        bash -c "set -o pipefail; target/debug/faults --seconds 60 --min-faults 100 | tee $summary"
+    check "negative control (reference behaviour is caught)" \
+        bash -c "set -o pipefail; target/debug/faults --seconds 20 --reference --expect-violations | tee -a $summary"
+    tail -n +1 "$summary" | grep -E "^## |total|safety violations|negative control|Recovery" >&2
+    record faults "$CHECK_PASSED" "$CHECK_FAILED"
 }
 
 suite_regress() {

@@ -3,11 +3,11 @@
 use crate::backoff::{jitter_up, Backoff};
 use crate::config::{validate_lease_name, LeaseConfig};
 use crate::error::Error;
-use crate::lease::{ActiveName, Lease, LeaseInfo, Tenure};
+use crate::claims::{Claims, TaskClaim};
+use crate::lease::{Lease, LeaseInfo, Tenure};
 use crate::session::{CallError, DbConn, Grant, Session, Tls};
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn, Instrument};
@@ -26,7 +26,7 @@ pub struct LeaseClient {
 struct Shared {
     session: Arc<Session>,
     holder_id: Uuid,
-    active: Arc<Mutex<HashSet<String>>>,
+    claims: Arc<Claims>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -91,9 +91,9 @@ impl LeaseClient {
     /// Cancel-safe: if cancelled after the call was sent, a background release undoes a tenure
     /// the call may have started (sent on the same connection, so it runs after the acquire).
     pub async fn try_acquire(&self) -> Result<Option<Lease>, Error> {
-        let active = self.claim()?;
+        let claim = self.shared.claims.claim_handle(&self.lease_name).await?;
         match self.attempt().await? {
-            Attempt::Held(tenure) => Ok(Some(Lease::start(tenure, active))),
+            Attempt::Held(tenure) => Ok(Some(Lease::start(tenure, claim))),
             Attempt::Refused(_) => Ok(None),
         }
     }
@@ -113,7 +113,7 @@ impl LeaseClient {
     /// Cancel-safe: no lease is left behind (see [`try_acquire`](LeaseClient::try_acquire)).
     /// Wrap it in `tokio::time::timeout` or use [`acquire_timeout`](LeaseClient::acquire_timeout).
     pub async fn acquire(&self) -> Result<Lease, Error> {
-        let active = self.claim()?;
+        let claim = self.shared.claims.claim_handle(&self.lease_name).await?;
         let config = self.config();
         let mut backoff = Backoff::new(Duration::from_millis(50), config.max_backoff());
         // Subscribe before the first attempt so a release right after it is not missed.
@@ -124,7 +124,7 @@ impl LeaseClient {
             let wait = match self.attempt().await {
                 Ok(Attempt::Held(tenure)) => {
                     info!(lease = %self.lease_name, attempts, token = tenure.fencing_token, "acquired");
-                    return Ok(Lease::start(tenure, active));
+                    return Ok(Lease::start(tenure, claim));
                 }
                 Ok(Attempt::Refused(expires_at)) => {
                     backoff.reset();
@@ -205,11 +205,6 @@ impl LeaseClient {
         .await
     }
 
-    fn claim(&self) -> Result<ActiveName, Error> {
-        ActiveName::claim(&self.shared.active, &self.lease_name)
-            .ok_or_else(|| Error::InUse(self.lease_name.to_string()))
-    }
-
     /// One `lease_acquire` call.
     async fn attempt(&self) -> Result<Attempt, AttemptError> {
         let session = &self.shared.session;
@@ -218,7 +213,12 @@ impl LeaseClient {
         // Armed while the call is in flight: if this future is dropped then, the acquire may
         // still run on the server, and a release queued behind it on the same connection
         // undoes it.
-        let undo = UndoOnDrop { conn: Some(conn.clone()), holder: self.holder_id(), name: self.lease_name.clone() };
+        let undo = UndoOnDrop {
+            conn: Some(conn.clone()),
+            claim: Some(self.shared.claims.claim_task(&self.lease_name)),
+            holder: self.holder_id(),
+            name: self.lease_name.clone(),
+        };
         let call = conn.acquire(self.holder_id(), self.config().lease_duration(), &self.lease_name);
         let grant = session.call(&conn, None, call).await;
         undo.disarm();
@@ -323,9 +323,11 @@ impl From<AttemptError> for Error {
     }
 }
 
-/// Releases the lease in the background if dropped while armed (see `attempt`).
+/// Releases the lease in the background if dropped while armed (see `attempt`). Its task claim
+/// keeps a new acquire of the name from being sent before that release.
 struct UndoOnDrop {
     conn: Option<Arc<DbConn>>,
+    claim: Option<TaskClaim>,
     holder: Uuid,
     name: Arc<str>,
 }
@@ -333,6 +335,7 @@ struct UndoOnDrop {
 impl UndoOnDrop {
     fn disarm(mut self) {
         self.conn = None;
+        self.claim = None;
     }
 }
 
@@ -340,8 +343,9 @@ impl Drop for UndoOnDrop {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (holder, name) = (self.holder, self.name.clone());
+        let (holder, name, claim) = (self.holder, self.name.clone(), self.claim.take());
         runtime.spawn(async move {
+            let _claim = claim;
             match conn.release(holder, &name).await {
                 Ok(released) => debug!(lease = %name, released, "cancelled acquire undone"),
                 Err(e) => debug!(lease = %name, error = %e, "could not undo a cancelled acquire; it will expire"),
@@ -446,7 +450,7 @@ impl LeaseClientBuilder {
         let lease_name: Arc<str> = self.config.lease_name().into();
         let session = Arc::new(Session::new(pg, tls, self.config));
         Ok(LeaseClient {
-            shared: Arc::new(Shared { session, holder_id, active: Arc::default() }),
+            shared: Arc::new(Shared { session, holder_id, claims: Arc::default() }),
             lease_name,
         })
     }

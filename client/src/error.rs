@@ -23,7 +23,8 @@ pub enum Error {
     /// A database call took longer than the call timeout.
     #[error("database call took longer than {0:?}")]
     CallTimeout(Duration),
-    /// This client already holds, or is acquiring, this lease (one handle per tenure).
+    /// This client already has a handle on this lease, or an acquire of it is running: one
+    /// handle per tenure. (An acquire after a handle was dropped waits for its release instead.)
     #[error("lease {0:?} is already held or being acquired by this client")]
     InUse(String),
     /// [`LeaseClient::acquire_timeout`](crate::LeaseClient::acquire_timeout) gave up.

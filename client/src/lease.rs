@@ -9,10 +9,11 @@
 //! then the handle reports [`LeaseState::Lost`]. Nothing here exits or panics the process.
 
 use crate::backoff::Backoff;
+use crate::claims::HandleClaim;
 use crate::error::Error;
 use crate::session::{CallError, Grant, Session};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
@@ -155,7 +156,7 @@ pub struct Lease {
     info: LeaseInfo,
     holder_id: Uuid,
     commands: mpsc::Sender<Command>,
-    _active: ActiveName,
+    _claim: HandleClaim,
 }
 
 impl Lease {
@@ -251,33 +252,6 @@ impl Lease {
     }
 }
 
-/// Marks a lease name as in use by this client while a [`Lease`] (or an acquire) exists, so one
-/// client never holds two handles to one tenure.
-#[derive(Debug)]
-pub(crate) struct ActiveName {
-    names: Arc<Mutex<std::collections::HashSet<String>>>,
-    name: String,
-}
-
-impl ActiveName {
-    pub fn claim(
-        names: &Arc<Mutex<std::collections::HashSet<String>>>,
-        name: &str,
-    ) -> Option<ActiveName> {
-        let mut set = names.lock().expect("lock poisoned");
-        set.insert(name.to_owned())
-            .then(|| ActiveName { names: names.clone(), name: name.to_owned() })
-    }
-}
-
-impl Drop for ActiveName {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.names.lock() {
-            set.remove(&self.name);
-        }
-    }
-}
-
 /// Everything the renewal task needs.
 pub(crate) struct Tenure {
     pub session: Arc<Session>,
@@ -291,7 +265,7 @@ pub(crate) struct Tenure {
 
 impl Lease {
     /// Starts renewing a tenure just acquired and returns its handle.
-    pub(crate) fn start(tenure: Tenure, active: ActiveName) -> Lease {
+    pub(crate) fn start(tenure: Tenure, claim: HandleClaim) -> Lease {
         let deadline = tenure.session.config().renew_deadline();
         let (state_tx, state) = watch::channel(LeaseState::Held {
             fencing_token: tenure.fencing_token,
@@ -311,8 +285,16 @@ impl Lease {
             token = tenure.fencing_token
         );
         let holder_id = tenure.holder_id;
-        tokio::spawn(renew(tenure, state_tx, command_rx).instrument(span));
-        Lease { info, holder_id, commands, _active: active }
+        // The task may send a release after the handle is gone: it keeps the name claimed.
+        let task_claim = claim.claims().claim_task(&tenure.lease_name);
+        tokio::spawn(
+            async move {
+                renew(tenure, state_tx, command_rx).await;
+                drop(task_claim);
+            }
+            .instrument(span),
+        );
+        Lease { info, holder_id, commands, _claim: claim }
     }
 }
 

@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod claims;
 mod client;
 mod config;
 mod error;

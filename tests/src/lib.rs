@@ -1,7 +1,10 @@
-//! Test harness for lease_lock: throwaway clusters and fresh databases (`cluster`), plus the
-//! integration tests in `tests/`, the fault harness and the benchmark runner.
+//! Test harness for lease_lock: throwaway clusters and fresh databases (`cluster`), a loopback
+//! TCP proxy that delays, stalls or cuts links (`proxy`), and the fault harness (`faults`). The
+//! integration tests are in `tests/`, the binaries (fault harness, benchmarks) in `src/bin`.
 
 pub mod cluster;
+pub mod faults;
+pub mod proxy;
 
 pub use cluster::{shared_cluster, TestCluster, TestDb};
 

@@ -1,0 +1,131 @@
+//! Which lease names of a client are in use.
+//!
+//! A client holds a lease under its holder id, and `lease_release` frees whatever tenure that
+//! holder id has. So a release still on its way from an old handle (dropped, or lost on the local
+//! deadline while its renewal task was mid-call) must reach the server before this client sends
+//! a new `lease_acquire` for the same name, or it would free the new tenure. Claims enforce it:
+//! - a *handle claim* exists while an acquire is running or a [`Lease`](crate::Lease) handle is
+//!   alive: a second one is refused ([`Error::InUse`]), so there is one handle per tenure;
+//! - a *task claim* exists while a renewal task (or the undo of a cancelled acquire) may still
+//!   send a release: a new handle claim waits until those are done.
+
+use crate::error::Error;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+pub(crate) struct Claims {
+    names: Mutex<HashMap<String, Use>>,
+    freed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Use {
+    handle: bool,
+    tasks: usize,
+}
+
+impl Claims {
+    /// Claims `name` for an acquire (and then its lease handle), waiting for earlier tasks of
+    /// that name to finish.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: nothing is claimed until it returns.
+    pub async fn claim_handle(self: &Arc<Self>, name: &str) -> Result<HandleClaim, Error> {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut names = self.names.lock().expect("claims lock");
+                let entry = names.entry(name.to_owned()).or_default();
+                if entry.handle {
+                    return Err(Error::InUse(name.to_owned()));
+                }
+                if entry.tasks == 0 {
+                    entry.handle = true;
+                    return Ok(HandleClaim { claims: self.clone(), name: name.to_owned() });
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Marks a task that may still send a release for `name`.
+    pub fn claim_task(self: &Arc<Self>, name: &str) -> TaskClaim {
+        let mut names = self.names.lock().expect("claims lock");
+        names.entry(name.to_owned()).or_default().tasks += 1;
+        TaskClaim { claims: self.clone(), name: name.to_owned() }
+    }
+
+    fn update(&self, name: &str, change: impl FnOnce(&mut Use)) {
+        if let Ok(mut names) = self.names.lock() {
+            if let Some(entry) = names.get_mut(name) {
+                change(entry);
+                if !entry.handle && entry.tasks == 0 {
+                    names.remove(name);
+                }
+            }
+        }
+        self.freed.notify_waiters();
+    }
+}
+
+/// Held by an acquire in progress, then by the lease handle.
+#[derive(Debug)]
+pub(crate) struct HandleClaim {
+    claims: Arc<Claims>,
+    name: String,
+}
+
+impl HandleClaim {
+    pub fn claims(&self) -> &Arc<Claims> {
+        &self.claims
+    }
+}
+
+impl Drop for HandleClaim {
+    fn drop(&mut self) {
+        self.claims.update(&self.name, |u| u.handle = false);
+    }
+}
+
+/// Held by a task that may send a release.
+#[derive(Debug)]
+pub(crate) struct TaskClaim {
+    claims: Arc<Claims>,
+    name: String,
+}
+
+impl Drop for TaskClaim {
+    fn drop(&mut self) {
+        self.claims.update(&self.name, |u| u.tasks -= 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_handle_per_name_and_handles_wait_for_tasks() {
+        let claims = Arc::new(Claims::default());
+        let handle = claims.claim_handle("a").await.unwrap();
+        assert!(matches!(claims.claim_handle("a").await, Err(Error::InUse(_))));
+        let _other = claims.claim_handle("b").await.unwrap();
+        let task = claims.claim_task("a");
+        drop(handle);
+        // The task may still release: a new handle waits for it.
+        let waiting = tokio::spawn({
+            let claims = claims.clone();
+            async move { claims.claim_handle("a").await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        drop(task);
+        tokio::time::timeout(Duration::from_secs(1), waiting).await.unwrap().unwrap().unwrap();
+        assert!(claims.names.lock().unwrap().get("a").is_none());
+    }
+}

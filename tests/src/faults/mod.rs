@@ -1,0 +1,382 @@
+//! The fault harness: competing client processes, a seeded fault injector, and a checker of the
+//! history they leave (in the spirit of Jepsen, on one machine).
+//!
+//! Each client process (`faults worker`) reaches PostgreSQL through two loopback proxies of its
+//! own, one for its lease connection and one for its application connection, so that faults can
+//! hit one link or both. The injector picks a fault every 250-650 ms (the current leader is the
+//! target 70% of the time) and heals it after its duration:
+//!
+//! | fault | what |
+//! |---|---|
+//! | `kill` | SIGKILL the process; a new process takes its slot 200 ms later |
+//! | `pause` | SIGSTOP for 1.5-2.5 lease durations, then SIGCONT (the classic GC pause) |
+//! | `terminate` | `pg_terminate_backend` of its lease connection |
+//! | `stall` | its lease link forwards nothing for 0.5-2.5 lease durations (half-open) |
+//! | `cut` | both its links are closed |
+//! | `delay` | its lease link gains 50-300 ms each way for 1-3 s |
+//! | `restart-fast`, `restart-immediate` | PostgreSQL is stopped and started (at most every 8 s) |
+//! | `lock` | `LOCK TABLE leases IN EXCLUSIVE MODE` for 0.5-2 lease durations (a slow server) |
+//!
+//! The negative control (`--reference`) uses only stalls, pauses and kills, mostly stalls of the
+//! leader's lease link: the faults under which the reference's behaviour splits the brain.
+
+pub mod checker;
+pub mod worker;
+
+use crate::cluster::TestCluster;
+use crate::proxy::Proxy;
+use checker::{FaultRecord, HistoryRow, ProcessLog, Report};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::sleep;
+use worker::LEASE_DURATION;
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process on this host.
+pub fn mono_ns() -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// A small seeded generator (SplitMix64): the same seed gives the same fault schedule.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.range(0, 100) < percent
+    }
+
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.range(lo, hi))
+    }
+}
+
+/// Settings of one harness run.
+pub struct RunConfig {
+    pub seconds: u64,
+    pub seed: u64,
+    pub clients: usize,
+    /// Run reference-behaving clients (the negative control).
+    pub reference: bool,
+    pub work_dir: std::path::PathBuf,
+}
+
+struct Slot {
+    base: String,
+    generation: u32,
+    child: Option<Child>,
+    lease_proxy: Proxy,
+    app_proxy: Proxy,
+}
+
+impl Slot {
+    fn process_name(&self) -> String {
+        format!("{}.{}", self.base, self.generation)
+    }
+}
+
+struct Harness {
+    cluster: TestCluster,
+    db: String,
+    slots: Mutex<Vec<Slot>>,
+    faults: Mutex<Vec<FaultRecord>>,
+    killed: Mutex<Vec<(String, i128)>>,
+    restart_lock: tokio::sync::Mutex<()>,
+    config: RunConfig,
+}
+
+impl Harness {
+    fn spawn_worker(&self, slot: &mut Slot) {
+        let name = slot.process_name();
+        let conninfo = |port: u16, role: &str| {
+            format!(
+                "host=127.0.0.1 port={port} user=postgres dbname={} application_name={name}-{role} connect_timeout=2",
+                self.db
+            )
+        };
+        let mut command = Command::new(std::env::current_exe().expect("own path"));
+        command.args(["worker", "--client", &name]);
+        command.args(["--lease-conninfo", &conninfo(slot.lease_proxy.port(), "lease")]);
+        command.args(["--app-conninfo", &conninfo(slot.app_proxy.port(), "app")]);
+        command.args(["--log", self.log_path(&name).to_str().unwrap()]);
+        if self.config.reference {
+            command.arg("--reference");
+        }
+        command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()));
+        let stderr = std::fs::File::create(self.config.work_dir.join(format!("{name}.stderr"))).expect("stderr file");
+        command.stdout(Stdio::null()).stderr(stderr);
+        slot.child = Some(command.spawn().expect("spawn worker"));
+    }
+
+    fn log_path(&self, process: &str) -> std::path::PathBuf {
+        self.config.work_dir.join(format!("{process}.log"))
+    }
+
+    fn psql(&self, sql: &str) -> Option<String> {
+        // The harness's own link to the server: direct, never faulted.
+        let output = Command::new(format!("{}/psql", crate::cluster::PG_BIN))
+            .args(["-X", "-q", "-A", "-t", "-d", &self.cluster.conninfo(&self.db), "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// The slot whose process holds the lease now, per `lease_status` and the workers' logs.
+    fn leader_slot(&self) -> Option<usize> {
+        let holder = self.psql(&format!(
+            "SELECT holder FROM lease_status WHERE lease_name = '{}' AND held",
+            worker::LEASE_NAME
+        ))?;
+        if holder.is_empty() {
+            return None;
+        }
+        let slots = self.slots.lock().unwrap();
+        slots.iter().position(|s| {
+            std::fs::read_to_string(self.log_path(&s.process_name()))
+                .map(|log| log.lines().any(|l| l.ends_with(&format!("start {holder}"))))
+                .unwrap_or(false)
+        })
+    }
+
+    fn record(&self, kind: &'static str, target: String, start: i128) {
+        self.faults.lock().unwrap().push(FaultRecord { kind, target, start, end: mono_ns() });
+    }
+
+    /// Injects one fault and heals it; returns when healed.
+    async fn inject(self: Arc<Self>, kind: &'static str, slot: usize, rng_values: [u64; 2]) {
+        let lease_ms = LEASE_DURATION.as_millis() as u64;
+        let span = |lo: u64, hi: u64| Duration::from_millis(lo + rng_values[0] % (hi - lo).max(1));
+        let start = mono_ns();
+        let (target, pid, lease_proxy, app_proxy) = {
+            let slots = self.slots.lock().unwrap();
+            let s = &slots[slot];
+            (s.process_name(), s.child.as_ref().map(|c| c.id() as i32), s.lease_proxy.clone(), s.app_proxy.clone())
+        };
+        match kind {
+            "kill" => {
+                if let Some(pid) = pid {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                self.killed.lock().unwrap().push((target.clone(), mono_ns()));
+                self.record(kind, target, start);
+                sleep(Duration::from_millis(200)).await;
+                let mut slots = self.slots.lock().unwrap();
+                let s = &mut slots[slot];
+                if let Some(mut child) = s.child.take() {
+                    let _ = child.wait();
+                }
+                s.generation += 1;
+                self.spawn_worker(s);
+                return;
+            }
+            "pause" => {
+                let Some(pid) = pid else { return };
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                sleep(span(lease_ms * 3 / 2, lease_ms * 5 / 2)).await;
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+            "terminate" => {
+                self.psql(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{target}-lease'"
+                ));
+            }
+            "stall" => {
+                lease_proxy.set_stalled(true);
+                sleep(span(lease_ms / 2, lease_ms * 5 / 2)).await;
+                lease_proxy.set_stalled(false);
+            }
+            "cut" => {
+                lease_proxy.cut();
+                app_proxy.cut();
+            }
+            "delay" => {
+                lease_proxy.set_delay(Duration::from_millis(50 + rng_values[1] % 250));
+                sleep(span(1000, 3000)).await;
+                lease_proxy.set_delay(Duration::ZERO);
+            }
+            "restart-fast" | "restart-immediate" => {
+                let _guard = self.restart_lock.lock().await;
+                let mode = if kind == "restart-fast" { "fast" } else { "immediate" };
+                let harness = self.clone();
+                let settings = cluster_settings();
+                tokio::task::spawn_blocking(move || harness.cluster.restart(mode, &settings))
+                    .await
+                    .expect("restart");
+                self.record(kind, "server".into(), start);
+                sleep(Duration::from_secs(8)).await; // keep restarts apart
+                return;
+            }
+            "lock" => {
+                let hold = span(lease_ms / 2, lease_ms * 2);
+                let harness = self.clone();
+                let sql = format!(
+                    "BEGIN; LOCK TABLE leases IN EXCLUSIVE MODE; SELECT pg_sleep({}); COMMIT;",
+                    hold.as_secs_f64()
+                );
+                let _ = tokio::task::spawn_blocking(move || harness.psql(&sql)).await;
+                self.record(kind, "server".into(), start);
+                return;
+            }
+            _ => unreachable!("unknown fault {kind}"),
+        }
+        let target = if kind == "lock" { "server".into() } else { target };
+        self.record(kind, target, start);
+    }
+}
+
+fn cluster_settings() -> Vec<&'static str> {
+    vec!["track_commit_timestamp=on"]
+}
+
+/// Fault kinds and their weights.
+const FAULTS: &[(&str, u64)] = &[
+    ("kill", 12),
+    ("pause", 12),
+    ("terminate", 14),
+    ("stall", 16),
+    ("cut", 12),
+    ("delay", 10),
+    ("lock", 10),
+    ("restart-fast", 3),
+    ("restart-immediate", 3),
+];
+
+/// The negative control's mix: aimed at the reference's weakness (a holder whose renewals fail
+/// keeps acting), so that every run shows the split brain it allows.
+const FAULTS_NEGATIVE: &[(&str, u64)] = &[("stall", 70), ("pause", 15), ("kill", 15)];
+
+fn pick_fault(rng: &mut Rng, mix: &[(&'static str, u64)]) -> &'static str {
+    let total: u64 = mix.iter().map(|(_, w)| w).sum();
+    let mut x = rng.range(0, total);
+    for (kind, weight) in mix {
+        if x < *weight {
+            return kind;
+        }
+        x -= weight;
+    }
+    FAULTS[0].0
+}
+
+/// Runs the harness and returns the checker's report plus the faults injected by kind.
+pub async fn run(config: RunConfig) -> (Report, Vec<(&'static str, usize)>) {
+    let settings = cluster_settings();
+    let cluster = TestCluster::start(&settings);
+    let db = "faults".to_string();
+    cluster.psql("postgres", &format!("CREATE DATABASE {db}"));
+    cluster.psql(&db, "CREATE EXTENSION lease_lock");
+    cluster.psql(&db, "CREATE TABLE history (id bigserial PRIMARY KEY, client text, token bigint, seq bigint)");
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.port()).parse().unwrap();
+
+    let mut slots = Vec::new();
+    for i in 0..config.clients {
+        slots.push(Slot {
+            base: format!("c{i}"),
+            generation: 0,
+            child: None,
+            lease_proxy: Proxy::start(target).await.expect("proxy"),
+            app_proxy: Proxy::start(target).await.expect("proxy"),
+        });
+    }
+    let mut rng = Rng::new(config.seed);
+    let duration = Duration::from_secs(config.seconds);
+    let harness = Arc::new(Harness {
+        cluster,
+        db,
+        slots: Mutex::new(Vec::new()),
+        faults: Mutex::new(Vec::new()),
+        killed: Mutex::new(Vec::new()),
+        restart_lock: tokio::sync::Mutex::new(()),
+        config,
+    });
+    for slot in &mut slots {
+        harness.spawn_worker(slot);
+    }
+    *harness.slots.lock().unwrap() = slots;
+
+    // Let a leader emerge, then inject until the time is up.
+    sleep(LEASE_DURATION).await;
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    while started.elapsed() < duration {
+        sleep(rng.millis(250, 650)).await;
+        let kind = pick_fault(&mut rng, if harness.config.reference { FAULTS_NEGATIVE } else { FAULTS });
+        if kind.starts_with("restart") && harness.restart_lock.try_lock().is_err() {
+            continue;
+        }
+        let slot = match harness.leader_slot() {
+            Some(leader) if rng.chance(70) => leader,
+            _ => rng.range(0, harness.config.clients as u64) as usize,
+        };
+        let values = [rng.next_u64(), rng.next_u64()];
+        tasks.push(tokio::spawn(harness.clone().inject(kind, slot, values)));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    // Quiet period: every fault healed, the lease must come back.
+    sleep(LEASE_DURATION * 3).await;
+    let run_end = mono_ns();
+    {
+        let mut slots = harness.slots.lock().unwrap();
+        for s in slots.iter_mut() {
+            if let Some(mut child) = s.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    // Collect: logs, the table in commit order, the faults.
+    let mut logs = Vec::new();
+    for entry in std::fs::read_dir(&harness.config.work_dir).expect("work dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            let mut log = ProcessLog::parse(&name, &std::fs::read_to_string(&path).unwrap_or_default());
+            log.killed_at = harness.killed.lock().unwrap().iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+            logs.push(log);
+        }
+    }
+    let rows = harness
+        .psql("SELECT client, token, seq FROM history ORDER BY pg_xact_commit_timestamp(xmin), id")
+        .unwrap_or_default();
+    let history: Vec<HistoryRow> = rows
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('|');
+            Some(HistoryRow {
+                client: f.next()?.to_string(),
+                token: f.next()?.parse().ok()?,
+                seq: f.next()?.parse().ok()?,
+            })
+        })
+        .collect();
+    let faults = harness.faults.lock().unwrap().clone();
+    let fault_lines: Vec<String> =
+        faults.iter().map(|f| format!("{} {} {} {}", f.start, f.end, f.kind, f.target)).collect();
+    let _ = std::fs::write(harness.config.work_dir.join("faults.txt"), fault_lines.join("\n"));
+    let report = checker::check(&logs, &history, &faults, run_end);
+    let mut by_kind: Vec<(&'static str, usize)> =
+        FAULTS.iter().map(|(k, _)| (*k, faults.iter().filter(|f| f.kind == *k).count())).collect();
+    by_kind.retain(|(_, n)| *n > 0);
+    (report, by_kind)
+}

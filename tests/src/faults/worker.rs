@@ -1,0 +1,256 @@
+//! A competing client process of the fault harness.
+//!
+//! It runs an elector for the lease `f`; while it leads, it repeatedly does the protected work:
+//! a transaction that fences with its token and appends `(client, token, seq)` to `history`.
+//! It logs what it believed and did, with CLOCK_MONOTONIC timestamps (shared by every process
+//! on the host), one event per line: `<mono_ns> <event> <fields...>`:
+//!
+//! - `start <holder-uuid>`
+//! - `held <token> <valid_until_ns>`: the lease is trusted until `valid_until_ns` (each renewal)
+//! - `lost <token>` / `released <token>`: belief ends (at this line's time, or `valid_until`)
+//! - `begin <token> <seq>`, `ack <token> <seq>`, `fail <token> <seq> <sqlstate-or-error>`
+//!
+//! `--reference` behaves like the reference implementation instead: it keeps believing it leads
+//! while renewals fail (only an answer of "not held" ends its belief) and writes without
+//! fencing. The harness runs it as a negative control: it must be caught.
+
+use super::mono_ns;
+use lease_lock_client::{LeaseClient, LeaseInfo, LeaseState};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// The lease the clients compete for.
+pub const LEASE_NAME: &str = "f";
+pub const LEASE_DURATION: Duration = Duration::from_millis(1000);
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Appends events to the worker's log, flushed per line (the process may be SIGKILLed).
+#[derive(Clone)]
+pub struct EventLog(Arc<Mutex<BufWriter<File>>>);
+
+impl EventLog {
+    pub fn create(path: &str) -> EventLog {
+        let file = File::options().create(true).append(true).open(path).expect("open event log");
+        EventLog(Arc::new(Mutex::new(BufWriter::new(file))))
+    }
+
+    pub fn event(&self, line: std::fmt::Arguments) {
+        let mut out = self.0.lock().unwrap();
+        let _ = writeln!(out, "{} {line}", mono_ns());
+        let _ = out.flush();
+    }
+}
+
+/// Settings of one worker process, from the command line.
+pub struct WorkerArgs {
+    pub client: String,
+    pub lease_conninfo: String,
+    pub app_conninfo: String,
+    pub log: String,
+    pub reference: bool,
+}
+
+pub async fn run(args: WorkerArgs) {
+    let log = EventLog::create(&args.log);
+    if args.reference {
+        reference_worker(&args, &log).await;
+    } else {
+        lease_worker(&args, &log).await;
+    }
+}
+
+async fn lease_worker(args: &WorkerArgs, log: &EventLog) {
+    let client = LeaseClient::builder(&args.lease_conninfo)
+        .lease_name(LEASE_NAME)
+        .lease_duration(LEASE_DURATION)
+        .refresh_interval(REFRESH_INTERVAL)
+        .call_timeout(Duration::from_millis(300))
+        .max_backoff(Duration::from_millis(500))
+        .build()
+        .expect("valid config");
+    log.event(format_args!("start {}", client.holder_id()));
+    let app = AppConnection::new(&args.app_conninfo);
+    let result = client
+        .run_elector(
+            |info| lead(info, &app, &args.client, log, true),
+            std::future::pending(),
+        )
+        .await;
+    log.event(format_args!("error {result:?}"));
+}
+
+/// Logs each state change of the tenure, then does fenced writes until cancelled by the elector.
+async fn lead(info: LeaseInfo, app: &AppConnection, client: &str, log: &EventLog, fence: bool) {
+    let token = info.fencing_token();
+    let mut states = info.subscribe();
+    let watcher_log = log.clone();
+    let watcher = tokio::spawn(async move {
+        loop {
+            let state = states.borrow_and_update().clone();
+            match state {
+                LeaseState::Held { valid_until, .. } => {
+                    let until = mono_ns()
+                        + (valid_until.saturating_duration_since(std::time::Instant::now()).as_nanos() as i128);
+                    watcher_log.event(format_args!("held {token} {until}"));
+                }
+                LeaseState::Lost(_) => return watcher_log.event(format_args!("lost {token}")),
+                LeaseState::Released => return watcher_log.event(format_args!("released {token}")),
+                _ => {}
+            }
+            if states.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    // Cancelled (dropped) by the elector on loss; the guard ends the watcher with it.
+    let _stop_watcher = AbortOnDrop(watcher);
+    write_loop(token, app, client, log, fence, || info.is_held()).await;
+}
+
+async fn write_loop(
+    token: i64,
+    app: &AppConnection,
+    client: &str,
+    log: &EventLog,
+    fence: bool,
+    believes: impl Fn() -> bool,
+) {
+    let mut seq = 0u64;
+    loop {
+        if believes() {
+            seq += 1;
+            log.event(format_args!("begin {token} {seq}"));
+            match app.write(client, token, seq, fence).await {
+                Ok(()) => log.event(format_args!("ack {token} {seq}")),
+                Err(e) => log.event(format_args!("fail {token} {seq} {e}")),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The application's own connection, reopened when it breaks.
+struct AppConnection {
+    conninfo: String,
+    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl AppConnection {
+    fn new(conninfo: &str) -> AppConnection {
+        AppConnection { conninfo: conninfo.to_string(), client: tokio::sync::Mutex::new(None) }
+    }
+
+    /// One protected write; `Err` carries the SQLSTATE or a short reason.
+    async fn write(&self, client: &str, token: i64, seq: u64, fence: bool) -> Result<(), String> {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            let connect = tokio_postgres::connect(&self.conninfo, NoTls);
+            let (c, connection) = tokio::time::timeout(Duration::from_millis(500), connect)
+                .await
+                .map_err(|_| "connect-timeout".to_string())?
+                .map_err(|e| format!("connect:{}", e.code().map_or("io", |c| c.code())))?;
+            tokio::spawn(connection);
+            *slot = Some(c);
+        }
+        let c = slot.as_ref().unwrap();
+        let fence_sql = if fence { format!("SELECT lease_fence({token}, '{LEASE_NAME}');") } else { String::new() };
+        let sql = format!(
+            "BEGIN; {fence_sql} INSERT INTO history (client, token, seq) VALUES ('{client}', {token}, {seq}); COMMIT;"
+        );
+        match tokio::time::timeout(Duration::from_millis(500), c.batch_execute(&sql)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                let code = e.code().map_or("io", |c| c.code()).to_string();
+                let _ = c.batch_execute("ROLLBACK").await;
+                Err(code)
+            }
+            Err(_) => {
+                // Unknown outcome; drop the connection (a stalled link) and reconnect next time.
+                *slot = None;
+                Err("timeout".into())
+            }
+        }
+    }
+}
+
+/// The reference implementation's behaviour, for the negative control: renewal errors are only
+/// logged, belief ends only when the database answers "not held", writes are not fenced.
+async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
+    let holder = Uuid::new_v4();
+    log.event(format_args!("start {holder}"));
+    let app = AppConnection::new(&args.app_conninfo);
+    let duration = format!("{} milliseconds", LEASE_DURATION.as_millis());
+    let mut conn: Option<tokio_postgres::Client> = None;
+    let mut believed: Option<i64> = None;
+    let acquire_sql =
+        format!("SELECT acquired, fencing_token FROM lease_acquire('{holder}', '{duration}', '{LEASE_NAME}')");
+    // The writing task of the current belief; dropping it stops the writes.
+    let mut _writer: Option<AbortOnDrop> = None;
+    let app = Arc::new(app);
+    loop {
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            conn = match tokio::time::timeout(Duration::from_millis(500), tokio_postgres::connect(&args.lease_conninfo, NoTls)).await {
+                Ok(Ok((c, connection))) => {
+                    tokio::spawn(connection);
+                    Some(c)
+                }
+                _ => None,
+            };
+        }
+        let answer = match &conn {
+            Some(c) => {
+                let call = c.query_one(&acquire_sql, &[]);
+                match tokio::time::timeout(Duration::from_millis(300), call).await {
+                    Ok(Ok(row)) => Some((row.get::<_, bool>(0), row.get::<_, Option<i64>>(1))),
+                    Ok(Err(_)) => None,
+                    Err(_) => {
+                        conn = None;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        match (answer, believed) {
+            (Some((true, Some(token))), None) => {
+                believed = Some(token);
+                // It never learns a deadline: it believes "for ever" until told otherwise.
+                log.event(format_args!("held {token} {}", i64::MAX));
+                let (app, log, client) = (app.clone(), log.clone(), args.client.clone());
+                _writer = Some(AbortOnDrop(tokio::spawn(async move {
+                    write_loop(token, &app, &client, &log, false, || true).await
+                })));
+            }
+            (Some((true, Some(token))), Some(old)) if token != old => {
+                // Its old tenure expired and it took a new one without noticing in between.
+                log.event(format_args!("lost {old}"));
+                log.event(format_args!("held {token} {}", i64::MAX));
+                believed = Some(token);
+                let (app, log, client) = (app.clone(), log.clone(), args.client.clone());
+                _writer = Some(AbortOnDrop(tokio::spawn(async move {
+                    write_loop(token, &app, &client, &log, false, || true).await
+                })));
+            }
+            (Some((false, _)), Some(token)) => {
+                log.event(format_args!("lost {token}"));
+                believed = None;
+                _writer = None;
+            }
+            // Errors and timeouts are "merely logged": belief continues.
+            _ => {}
+        }
+        tokio::time::sleep(REFRESH_INTERVAL).await;
+    }
+}
