@@ -2,9 +2,11 @@
 //! TCP proxy that delays, stalls or cuts links (`proxy`), and the fault harness (`faults`). The
 //! integration tests are in `tests/`, the binaries (fault harness, benchmarks) in `src/bin`.
 
+pub mod bench;
 pub mod cluster;
 pub mod faults;
 pub mod proxy;
+pub mod replication;
 
 pub use cluster::{shared_cluster, TestCluster, TestDb};
 

@@ -1,0 +1,1 @@
+//! The benchmark runner (see `src/bin/bench.rs`).

@@ -1,0 +1,1 @@
+//! Streaming replication for failover tests: a primary and a standby cluster.
