@@ -28,6 +28,8 @@ impl SqlState {
     pub const NULL_VALUE_NOT_ALLOWED: SqlState = SqlState::new(b"22004");
     /// `22023 invalid_parameter_value`: a bad duration or lease name.
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState::new(b"22023");
+    /// `25006 read_only_sql_transaction`: called on a standby.
+    pub const READ_ONLY_SQL_TRANSACTION: SqlState = SqlState::new(b"25006");
     /// `42501 insufficient_privilege`: another role's holder id.
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState::new(b"42501");
     /// `LL001 lease_fence_rejected` (ours): the fencing token is not the current, unexpired tenure.

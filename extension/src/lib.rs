@@ -31,7 +31,7 @@ pub extern "C-unwind" fn _PG_init() {
 
 extension_sql!(
     r#"
--- One row per lease name, never deleted: fencing_token counts the tenures of that name, and
+-- One row per lease name, never deleted: fencing_token grows with each tenure of that name, and
 -- keeping the row is what keeps tokens growing for the life of the database.
 CREATE TABLE leases (
     lease_name    text        PRIMARY KEY,
@@ -41,6 +41,7 @@ CREATE TABLE leases (
     acquired_at   timestamptz NOT NULL,   -- start of the current (or last) tenure
     renewed_at    timestamptz NOT NULL,
     expires_at    timestamptz NOT NULL,
+    timeline      integer     NOT NULL,   -- WAL timeline of the last write (see protocol.rs)
     -- Makes fencing_token a key column: lease_fence's FOR KEY SHARE then blocks a new tenure
     -- (which changes the key) but not the holder's renewals (which do not).
     CONSTRAINT leases_tenure_key UNIQUE (lease_name, fencing_token),
@@ -110,7 +111,7 @@ SELECT lease_name,
        holder_role::pg_catalog.regrole AS holder_role,
        acquired_at,
        renewed_at,
-       fencing_token AS tenures
+       timeline
 FROM leases;
 COMMENT ON VIEW lease_status IS 'lease_lock: every lease, its holder and whether it is held now';
 -- Read-only and shows nothing secret (holder ids cannot be used by other roles), so everyone

@@ -11,6 +11,17 @@
 //!   and then locks it with `SKIP LOCKED`, so it never waits on the holder or on fenced writers;
 //! - the holder's renewal is one `UPDATE` whose `WHERE` names the holder, so it touches nothing
 //!   when the caller is not the holder.
+//!
+//! Failover. Each row records the WAL timeline it was last written on. After a promotion (or a
+//! point-in-time recovery) the server runs on a new timeline, and a row from an older one may
+//! miss the last renewals the old primary acknowledged (asynchronous replication): its
+//! `expires_at` can be earlier than what the holder was promised, and the holder still trusts
+//! its lease until its own deadline. So a row from an older timeline whose tenure is not ended
+//! counts as held: the holder may renew it (keeping its token), and the first other caller
+//! re-arms it, giving the holder its full last lease duration again from now, before anyone can
+//! take it. And tokens of new tenures on timeline `T` are at least `(T - 1) << 40`, above every
+//! token an older timeline can have issued, so a tenure lost with the old primary can never
+//! have its token handed out again.
 
 use crate::error::{LeaseError, SqlState};
 use crate::spi::{Row, SpiSession, Stmt};
@@ -37,11 +48,13 @@ impl Grant {
     }
 }
 
-/// A lease row as [`Stmt::Inspect`] and [`Stmt::LockForTenure`] read it.
+/// A lease row as [`Stmt::Inspect`], [`Stmt::LockForTenure`] and [`Stmt::Rearm`] read it.
 struct LeaseRow {
     holder: Option<[u8; 16]>,
     holder_role: Option<Oid>,
     expires_at: TimestampTz,
+    renewed_at: TimestampTz,
+    timeline: i32,
 }
 
 impl LeaseRow {
@@ -50,11 +63,18 @@ impl LeaseRow {
             holder: row.uuid(2),
             holder_role: row.oid(3),
             expires_at: row.i64(4).expect("expires_at is NOT NULL"),
+            renewed_at: row.i64(5).expect("renewed_at is NOT NULL"),
+            timeline: row.i32(6).expect("timeline is NOT NULL"),
         }
     }
 
     fn is_held(&self, now: TimestampTz) -> bool {
         self.holder.is_some() && self.expires_at > now
+    }
+
+    /// A tenure written before a failover that nobody has ended or re-armed since.
+    fn needs_rearm(&self, timeline: i32) -> bool {
+        self.holder.is_some() && self.timeline != timeline
     }
 }
 
@@ -69,6 +89,8 @@ pub struct LeaseCall<'a> {
     pub role: Oid,
     /// `clock_timestamp()` at the start of the call.
     pub now: TimestampTz,
+    /// The server's current WAL timeline.
+    pub timeline: i32,
 }
 
 /// A holder id: the `uuid` datum to bind and its bytes to compare.
@@ -78,13 +100,18 @@ pub struct Holder {
 }
 
 impl LeaseCall<'_> {
-    fn tenure_args(&self, holder: &Holder, expires_at: TimestampTz) -> [Datum; 5] {
+    /// Parameters of [`Stmt::Take`] and [`Stmt::Create`]; [`Stmt::Renew`] takes the first six.
+    fn tenure_args(&self, holder: &Holder, expires_at: TimestampTz) -> [Datum; 7] {
+        // New tenures on timeline T start at (T - 1) << 40: see the module docs.
+        let token_floor = i64::from(self.timeline - 1) << 40;
         [
             self.name,
             holder.datum,
             Datum::from(self.role),
             Datum::from(self.now),
             Datum::from(expires_at),
+            Datum::from(self.timeline),
+            Datum::from(token_floor),
         ]
     }
 
@@ -92,19 +119,37 @@ impl LeaseCall<'_> {
         self.spi.run(Stmt::Inspect, &[self.name]).map(LeaseRow::read)
     }
 
+    /// Gives the holder of a row from an older timeline its last lease duration again from now,
+    /// and returns the row as it then is.
+    fn rearm(&self, state: LeaseRow) -> Option<LeaseRow> {
+        let duration = state.expires_at - state.renewed_at;
+        let expires_at = state.expires_at.max(self.now + duration);
+        let args = [self.name, Datum::from(self.now), Datum::from(expires_at), Datum::from(self.timeline)];
+        match self.spi.run(Stmt::Rearm, &args) {
+            Some(row) => Some(LeaseRow::read(row)),
+            None => self.inspect(), // re-armed or taken meanwhile by another caller
+        }
+    }
+
     /// `lease_acquire`: renew the caller's tenure, or start a new one if the lease is free.
     pub fn acquire(&self, holder: &Holder, expires_at: TimestampTz) -> Result<Grant, LeaseError> {
         let args = self.tenure_args(holder, expires_at);
-        if let Some(row) = self.spi.run(Stmt::Renew, &args) {
+        if let Some(row) = self.spi.run(Stmt::Renew, &args[..6]) {
             return Ok(Grant::held(row));
         }
-        let Some(state) = self.inspect() else {
+        let Some(mut state) = self.inspect() else {
             // Never taken. ON CONFLICT DO NOTHING: a concurrent first acquire wins, we report it.
             return Ok(match self.spi.run(Stmt::Create, &args) {
                 Some(row) => Grant::held(row),
                 None => Grant::refused(self.inspect().as_ref()),
             });
         };
+        if state.needs_rearm(self.timeline) {
+            match self.rearm(state) {
+                Some(rearmed) => state = rearmed,
+                None => return Ok(Grant::refused(None)),
+            }
+        }
         if state.is_held(self.now) {
             self.refuse_other_role(holder, &state)?;
             return Ok(Grant::refused(Some(&state)));
@@ -116,8 +161,8 @@ impl LeaseCall<'_> {
         else {
             return Ok(Grant::refused(Some(&state)));
         };
-        if locked.is_held(self.now) {
-            // Taken between our read and our lock.
+        if locked.is_held(self.now) || locked.needs_rearm(self.timeline) {
+            // Taken (or written on another timeline) between our read and our lock.
             self.refuse_other_role(holder, &locked)?;
             return Ok(Grant::refused(Some(&locked)));
         }
@@ -127,7 +172,7 @@ impl LeaseCall<'_> {
 
     /// `lease_refresh`: extend the caller's unexpired tenure; never start a new one.
     pub fn refresh(&self, holder: &Holder, expires_at: TimestampTz) -> Result<Grant, LeaseError> {
-        if let Some(row) = self.spi.run(Stmt::Renew, &self.tenure_args(holder, expires_at)) {
+        if let Some(row) = self.spi.run(Stmt::Renew, &self.tenure_args(holder, expires_at)[..6]) {
             return Ok(Grant::held(row));
         }
         let state = self.inspect();
@@ -139,7 +184,13 @@ impl LeaseCall<'_> {
 
     /// `lease_release`: end the caller's unexpired tenure and wake waiters.
     pub fn release(&self, holder: &Holder) -> Result<bool, LeaseError> {
-        let args = [self.name, holder.datum, Datum::from(self.role), Datum::from(self.now)];
+        let args = [
+            self.name,
+            holder.datum,
+            Datum::from(self.role),
+            Datum::from(self.now),
+            Datum::from(self.timeline),
+        ];
         if self.spi.run(Stmt::Release, &args).is_some() {
             self.spi.run(Stmt::Notify, &[self.name]);
             return Ok(true);
@@ -195,7 +246,7 @@ impl LeaseCall<'_> {
     /// A holder id is bound to the role that took the tenure: another role that presents it (it is
     /// visible in `lease_status`) gets an error instead of touching the lease.
     fn refuse_other_role(&self, holder: &Holder, state: &LeaseRow) -> Result<(), LeaseError> {
-        if state.is_held(self.now)
+        if (state.is_held(self.now) || state.needs_rearm(self.timeline))
             && state.holder == Some(holder.bytes)
             && state.holder_role != Some(self.role)
         {

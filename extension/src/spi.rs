@@ -13,20 +13,26 @@ use std::ffi::CString;
 /// The statements the lease functions run. Parameters are listed with each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stmt {
-    /// Extend the caller's own unexpired tenure.
-    /// `$1 name, $2 holder, $3 role, $4 now, $5 expires` -> `fencing_token, expires_at`.
+    /// Extend the caller's own tenure: unexpired, or untouched since a failover (a row written
+    /// on an older timeline).
+    /// `$1 name, $2 holder, $3 role, $4 now, $5 expires, $6 timeline` -> `fencing_token, expires_at`.
     Renew,
     /// Read the lease row without locking it. `$1 name` -> `fencing_token, holder, holder_role,
-    /// expires_at`.
+    /// expires_at, renewed_at, timeline`.
     Inspect,
     /// Lock the row for a new tenure unless someone else has it locked (a fenced transaction of
     /// the last tenure holds `FOR KEY SHARE`). Same columns as [`Stmt::Inspect`].
     LockForTenure,
-    /// Start a new tenure on a row locked by [`Stmt::LockForTenure`]. Params as [`Stmt::Renew`].
+    /// Start a new tenure on a row locked by [`Stmt::LockForTenure`].
+    /// `$1 name, $2 holder, $3 role, $4 now, $5 expires, $6 timeline, $7 token floor` ->
+    /// `fencing_token, expires_at`.
     Take,
-    /// Create the row for a lease name never used before. Params as [`Stmt::Renew`].
+    /// Create the row for a lease name never used before. Params as [`Stmt::Take`].
     Create,
-    /// End the caller's own unexpired tenure. `$1 name, $2 holder, $3 role, $4 now` ->
+    /// After a failover, give the holder of a row from an older timeline its full lease again
+    /// from now (see `protocol.rs`). `$1 name, $2 now, $3 expires, $4 timeline` -> as Inspect.
+    Rearm,
+    /// End the caller's own tenure. `$1 name, $2 holder, $3 role, $4 now, $5 timeline` ->
     /// `fencing_token`.
     Release,
     /// End whoever's unexpired tenure (administrators). `$1 name, $2 now` -> `fencing_token`.
@@ -45,12 +51,16 @@ const TEXT: Oid = pg_sys::TEXTOID;
 const UUID: Oid = pg_sys::UUIDOID;
 const OID: Oid = pg_sys::OIDOID;
 const TSTZ: Oid = pg_sys::TIMESTAMPTZOID;
+const INT4: Oid = pg_sys::INT4OID;
+const INT8: Oid = pg_sys::INT8OID;
 
 impl Stmt {
     fn arg_types(self) -> &'static [Oid] {
         match self {
-            Stmt::Renew | Stmt::Take | Stmt::Create => &[TEXT, UUID, OID, TSTZ, TSTZ],
-            Stmt::Release => &[TEXT, UUID, OID, TSTZ],
+            Stmt::Renew => &[TEXT, UUID, OID, TSTZ, TSTZ, INT4],
+            Stmt::Take | Stmt::Create => &[TEXT, UUID, OID, TSTZ, TSTZ, INT4, INT8],
+            Stmt::Rearm => &[TEXT, TSTZ, TSTZ, INT4],
+            Stmt::Release => &[TEXT, UUID, OID, TSTZ, INT4],
             Stmt::Evict => &[TEXT, TSTZ],
             Stmt::Inspect | Stmt::LockForTenure | Stmt::Fence | Stmt::Notify => &[TEXT],
         }
@@ -58,35 +68,39 @@ impl Stmt {
 
     /// The query text for the lease table `t` (already qualified and quoted).
     fn sql(self, t: &str) -> String {
-        // `=`, `>` and `+` spelled as OPERATOR(pg_catalog.x): see the module docs.
+        // `=`, `<>`, `>` and `+` spelled as OPERATOR(pg_catalog.x): see the module docs.
         const NAME_IS: &str = "lease_name OPERATOR(pg_catalog.=) $1";
         const MINE: &str = "holder OPERATOR(pg_catalog.=) $2 AND holder_role OPERATOR(pg_catalog.=) $3";
+        const ROW: &str = "fencing_token, holder, holder_role, expires_at, renewed_at, timeline";
         match self {
             Stmt::Renew => format!(
-                "UPDATE {t} SET renewed_at = $4, expires_at = $5 \
-                 WHERE {NAME_IS} AND {MINE} AND expires_at OPERATOR(pg_catalog.>) $4 \
+                "UPDATE {t} SET renewed_at = $4, expires_at = $5, timeline = $6 \
+                 WHERE {NAME_IS} AND {MINE} \
+                 AND (expires_at OPERATOR(pg_catalog.>) $4 OR timeline OPERATOR(pg_catalog.<>) $6) \
                  RETURNING fencing_token, expires_at"
             ),
-            Stmt::Inspect => format!(
-                "SELECT fencing_token, holder, holder_role, expires_at FROM {t} WHERE {NAME_IS}"
-            ),
-            Stmt::LockForTenure => format!(
-                "SELECT fencing_token, holder, holder_role, expires_at FROM {t} WHERE {NAME_IS} \
-                 FOR UPDATE SKIP LOCKED"
-            ),
+            Stmt::Inspect => format!("SELECT {ROW} FROM {t} WHERE {NAME_IS}"),
+            Stmt::LockForTenure => {
+                format!("SELECT {ROW} FROM {t} WHERE {NAME_IS} FOR UPDATE SKIP LOCKED")
+            }
             Stmt::Take => format!(
-                "UPDATE {t} SET fencing_token = fencing_token OPERATOR(pg_catalog.+) 1, \
-                 holder = $2, holder_role = $3, acquired_at = $4, renewed_at = $4, expires_at = $5 \
-                 WHERE {NAME_IS} RETURNING fencing_token, expires_at"
+                "UPDATE {t} SET fencing_token = GREATEST(fencing_token OPERATOR(pg_catalog.+) 1, $7), \
+                 holder = $2, holder_role = $3, acquired_at = $4, renewed_at = $4, expires_at = $5, \
+                 timeline = $6 WHERE {NAME_IS} RETURNING fencing_token, expires_at"
             ),
             Stmt::Create => format!(
                 "INSERT INTO {t} (lease_name, fencing_token, holder, holder_role, acquired_at, \
-                 renewed_at, expires_at) VALUES ($1, 1, $2, $3, $4, $4, $5) \
+                 renewed_at, expires_at, timeline) VALUES ($1, GREATEST(1, $7), $2, $3, $4, $4, $5, $6) \
                  ON CONFLICT (lease_name) DO NOTHING RETURNING fencing_token, expires_at"
+            ),
+            Stmt::Rearm => format!(
+                "UPDATE {t} SET renewed_at = $2, expires_at = $3, timeline = $4 \
+                 WHERE {NAME_IS} AND timeline OPERATOR(pg_catalog.<>) $4 RETURNING {ROW}"
             ),
             Stmt::Release => format!(
                 "UPDATE {t} SET holder = NULL, holder_role = NULL, expires_at = $4 \
-                 WHERE {NAME_IS} AND {MINE} AND expires_at OPERATOR(pg_catalog.>) $4 \
+                 WHERE {NAME_IS} AND {MINE} \
+                 AND (expires_at OPERATOR(pg_catalog.>) $4 OR timeline OPERATOR(pg_catalog.<>) $5) \
                  RETURNING fencing_token"
             ),
             Stmt::Evict => format!(
@@ -195,9 +209,14 @@ impl Row {
         (!is_null).then_some(value)
     }
 
-    /// An `int8`, `timestamptz` or `oid` column (all passed by value).
+    /// An `int8` or `timestamptz` column (both passed by value).
     pub fn i64(&self, column: i32) -> Option<i64> {
         self.datum(column).map(|d| d.value() as i64)
+    }
+
+    /// An `int4` column.
+    pub fn i32(&self, column: i32) -> Option<i32> {
+        self.datum(column).map(|d| d.value() as i32)
     }
 
     pub fn oid(&self, column: i32) -> Option<Oid> {

@@ -145,12 +145,20 @@ fn with_call<T>(
     name_str: &str,
     op: impl FnOnce(&LeaseCall) -> Result<T, LeaseError>,
 ) -> Result<T, LeaseError> {
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Err(LeaseError::new(
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            "leases cannot be taken on a standby server",
+        )
+        .hint("Connect to the primary (libpq: target_session_attrs=read-write)."));
+    }
     let role = unsafe { pg_sys::GetUserId() };
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let timeline = unsafe { pg_sys::GetWALInsertionTimeLine() } as i32;
     let _owner = AsOwner::enter(site.owner);
     let _bound = LockWaitBound::enter();
     let spi = SpiSession::connect(site.schema);
-    op(&LeaseCall { spi: &spi, name, name_str, role, now })
+    op(&LeaseCall { spi: &spi, name, name_str, role, now, timeline })
 }
 
 fn arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Datum> {

@@ -325,4 +325,48 @@ mod tests {
         }
         assert_eq!(last, 20);
     }
+
+    /// Simulates a failover: the row was last written on another timeline, and its expiry misses
+    /// renewals the old primary acknowledged (it is already past).
+    fn from_older_timeline(name: &str) {
+        Spi::run(&format!(
+            "UPDATE leases SET timeline = timeline - 1, expires_at = clock_timestamp() - interval '1 s',
+                 renewed_at = clock_timestamp() - interval '1.3 s' WHERE lease_name = '{name}'"
+        ))
+        .expect("rewrite row");
+    }
+
+    #[pg_test]
+    fn after_a_failover_the_holder_keeps_its_tenure() {
+        let name = "after_a_failover_the_holder_keeps_its_tenure";
+        assert_eq!(acquire(A, "300 ms", name).1, Some(1));
+        from_older_timeline(name);
+        // The holder renews although the replicated expiry has passed: nobody took it since.
+        assert_eq!(refresh(A, "300 ms", name), (true, Some(1), Some(true)));
+        let timeline = Spi::get_one::<bool>(&format!(
+            "SELECT timeline = (SELECT timeline_id FROM pg_control_checkpoint()) FROM lease_status WHERE lease_name = '{name}'"
+        ));
+        assert_eq!(timeline, Ok(Some(true)));
+    }
+
+    #[pg_test]
+    fn after_a_failover_others_wait_one_more_lease_duration() {
+        let name = "after_a_failover_others_wait_one_more_lease";
+        assert_eq!(acquire(A, "300 ms", name).1, Some(1));
+        from_older_timeline(name);
+        // B's first call re-arms A's tenure for its last duration (300 ms) from now.
+        assert_eq!(acquire(B, "10 s", name), (false, None, Some(true)));
+        assert_eq!(refresh(A, "300 ms", name).1, Some(1));
+        sleep(0.4);
+        assert_eq!(acquire(B, "10 s", name), (true, Some(2), Some(true)));
+    }
+
+    #[pg_test]
+    fn after_a_failover_a_released_lease_is_free_at_once() {
+        let name = "after_a_failover_a_released_lease_is_free";
+        acquire(A, "10 s", name);
+        assert!(release(A, name));
+        from_older_timeline(name);
+        assert_eq!(acquire(B, "10 s", name), (true, Some(2), Some(true)));
+    }
 }

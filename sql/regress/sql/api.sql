@@ -49,6 +49,6 @@ SELECT count(*) FILTER (WHERE held) AS held, count(*) AS leases FROM lease_statu
 -- Administrators can end any tenure.
 SELECT lease_evict('many-1'), lease_evict('many-1') AS evicted_twice, lease_evict('unused') AS never_taken;
 
-SELECT lease_name, fencing_token, held, holder IS NOT NULL AS has_holder, tenures,
+SELECT lease_name, fencing_token, held, holder IS NOT NULL AS has_holder, timeline,
        acquired_at <= renewed_at AND renewed_at <= expires_at AS times_ordered
 FROM lease_status ORDER BY lease_name;
