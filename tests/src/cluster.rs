@@ -29,7 +29,8 @@ pub fn pg_command(program: &str) -> Command {
     }
 }
 
-fn run(mut command: Command, what: &str) {
+/// Runs `command`, panicking with its output if it fails.
+pub fn run(mut command: Command, what: &str) {
     let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         output.status.success(),
@@ -55,8 +56,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts a new cluster with default settings plus `settings` (`name=value`).
     pub fn start(settings: &[&str]) -> TestCluster {
-        let dir = tempdir();
-        let cluster = TestCluster { dir, port: free_port(), owned: true };
+        let cluster = TestCluster::create();
         let mut initdb = pg_command("initdb");
         initdb.args(["-D", cluster.data_dir().to_str().unwrap(), "-U", "postgres", "--auth=trust"]);
         initdb.args(["-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]);
@@ -65,13 +65,21 @@ impl TestCluster {
         cluster
     }
 
+    /// A directory and a port for a cluster whose data directory is made some other way (for
+    /// example by `pg_basebackup` into [`data_dir`](TestCluster::data_dir)); start it with
+    /// [`start_server`](TestCluster::start_server).
+    pub fn create() -> TestCluster {
+        TestCluster { dir: tempdir(), port: free_port(), owned: true }
+    }
+
     /// Attaches to a running cluster (socket dir and port), e.g. one `scripts/test.sh` started.
     /// It is not stopped on drop.
     pub fn attach(socket_dir: &str, port: u16) -> TestCluster {
         TestCluster { dir: PathBuf::from(socket_dir), port, owned: false }
     }
 
-    fn start_server(&self, settings: &[&str]) {
+    /// Starts the server on its data directory with `settings` (`name=value`).
+    pub fn start_server(&self, settings: &[&str]) {
         let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
             self.port,
@@ -123,6 +131,13 @@ impl TestCluster {
         let mut stop = pg_command("pg_ctl");
         stop.args(["-D", self.data_dir().to_str().unwrap(), "-m", mode, "-w", "stop"]);
         run(stop, "pg_ctl stop");
+    }
+
+    /// Promotes a standby to primary and waits until it is.
+    pub fn promote(&self) {
+        let mut promote = pg_command("pg_ctl");
+        promote.args(["-D", self.data_dir().to_str().unwrap(), "-w", "promote"]);
+        run(promote, "pg_ctl promote");
     }
 
     /// Runs SQL with psql (autocommit), returning unaligned, tuples-only output.

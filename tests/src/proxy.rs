@@ -4,7 +4,8 @@
 //! Data is forwarded in both directions through a delay line: each chunk is held until its
 //! arrival time plus the current delay, so pipelined requests stay pipelined. While stalled,
 //! nothing is forwarded (the sockets stay open: a half-open link as TCP sees a dead path);
-//! `cut` closes every current connection at once.
+//! `cut` closes every current connection at once. Delays ride on tokio's timer, whose resolution
+//! is 1 ms: a delay below that comes out as up to about 1 ms (measure the link, don't assume it).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -137,7 +138,11 @@ async fn pipe(
     let writer = async move {
         let mut stalled = control.stalled.subscribe();
         while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
+            // Only wait when there is something to wait for: the timer's 1 ms resolution would
+            // otherwise slow every chunk of a bulk transfer (a base backup) to a crawl.
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
             if stalled.wait_for(|s| !*s).await.is_err() {
                 return;
             }

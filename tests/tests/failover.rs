@@ -1,0 +1,271 @@
+//! Database failover: a primary and a streaming standby; the primary is stopped and the standby
+//! promoted (`pg_ctl promote`). Clients use a multi-host connection string with
+//! `target_session_attrs=read-write`, so they follow whichever server accepts writes.
+
+use lease_lock_client::{Lease, LeaseClient, LeaseState, LossReason};
+use lease_lock_tests::init_tracing;
+use lease_lock_tests::replication::{ReplicaSet, Replication};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::time::{sleep, timeout};
+
+/// The first token a new tenure gets on timeline 2 (the first after one promotion).
+const TIMELINE_2_FLOOR: i64 = 1 << 40;
+
+fn client(conninfo: &str, lease: Duration, refresh: Duration) -> LeaseClient {
+    LeaseClient::builder(conninfo)
+        .lease_name("f")
+        .lease_duration(lease)
+        .refresh_interval(refresh)
+        .call_timeout(Duration::from_millis(500))
+        .max_backoff(Duration::from_millis(300))
+        .build()
+        .expect("valid config")
+}
+
+/// Every state a lease goes through, with when it was seen.
+fn record_states(lease: &Lease) -> tokio::task::JoinHandle<Vec<(Instant, LeaseState)>> {
+    let mut rx = lease.subscribe();
+    tokio::spawn(async move {
+        let mut seen = vec![(Instant::now(), rx.borrow().clone())];
+        while rx.changed().await.is_ok() {
+            seen.push((Instant::now(), rx.borrow().clone()));
+        }
+        seen
+    })
+}
+
+/// `holder|fencing_token|held|timeline` of lease `f` on a server.
+fn status(cluster: &lease_lock_tests::TestCluster, db: &str) -> String {
+    cluster.psql(db, "SELECT holder, fencing_token, held, timeline FROM lease_status WHERE lease_name = 'f'")
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+// 1. Synchronous replication: the holder keeps its lease through the promotion by reconnecting
+//    within its renew deadline; same token; no standby client acquires meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_holder_keeps_its_lease_through_promotion() {
+    init_tracing();
+    let set = std::sync::Arc::new(ReplicaSet::start(Replication::Sync).await);
+    let (lease_d, refresh) = (Duration::from_secs(4), Duration::from_millis(250));
+    let holder = client(&set.conninfo("holder"), lease_d, refresh).acquire().await.unwrap();
+    assert_eq!(holder.fencing_token(), 1);
+    let states = record_states(&holder);
+    let standby = client(&set.conninfo("standby"), lease_d, refresh);
+    let waiting = tokio::spawn(async move { standby.acquire().await });
+    sleep(refresh * 3).await;
+
+    let failover_started = Instant::now();
+    let s = set.clone();
+    blocking(move || {
+        s.primary.stop_server("fast");
+        s.standby.promote();
+    })
+    .await;
+    // The holder renews on the new primary (timeline 2) with its old token.
+    let holder_id = holder.holder_id().to_string();
+    let s = set.clone();
+    blocking(move || {
+        s.wait_for("the holder to renew on the new primary", Duration::from_secs(4), || {
+            s.standby.psql(&s.db, "SELECT holder, fencing_token, timeline FROM lease_status WHERE lease_name = 'f'")
+                == format!("{holder_id}|1|2")
+        })
+    })
+    .await;
+    let renewed_after = failover_started.elapsed();
+    sleep(refresh * 4).await;
+    assert!(holder.is_held(), "renewed on the new primary after {renewed_after:?}");
+    assert_eq!(holder.fencing_token(), 1);
+    assert!(!waiting.is_finished(), "no standby may acquire while the holder keeps its lease");
+
+    assert!(holder.release().await.unwrap());
+    let next = timeout(Duration::from_secs(3), waiting).await.expect("standby acquired").unwrap().unwrap();
+    assert_eq!(next.fencing_token(), TIMELINE_2_FLOOR, "first new tenure on timeline 2");
+    let states = states.await.unwrap();
+    assert!(states.iter().all(|(_, s)| !matches!(s, LeaseState::Lost(_))), "{states:?}");
+    eprintln!("sync failover: holder renewed on the promoted standby {renewed_after:?} after the primary was stopped");
+}
+
+// 2. A holder that cannot reconnect within its renew deadline reports lost; a standby client then
+//    acquires on the new primary with a larger token (after the lease the holder was granted
+//    has run out from the moment the new primary was first asked).
+#[tokio::test(flavor = "multi_thread")]
+async fn holder_that_cannot_reconnect_in_time_loses_and_a_standby_takes_over() {
+    init_tracing();
+    let set = std::sync::Arc::new(ReplicaSet::start(Replication::Sync).await);
+    let (lease_d, refresh) = (Duration::from_secs(2), Duration::from_millis(200));
+    let holder = client(&set.conninfo("holder2"), lease_d, refresh).acquire().await.unwrap();
+    sleep(refresh * 2).await;
+    let s = set.clone();
+    blocking(move || s.primary.stop_server("immediate")).await;
+    let crashed = Instant::now();
+    // No primary for longer than the lease: the holder cannot renew anywhere.
+    let reason = timeout(lease_d * 2, holder.lost()).await.expect("loss reported");
+    let lost_at = Instant::now();
+    assert!(matches!(reason, LossReason::RenewDeadline { .. }), "{reason:?}");
+    assert!(lost_at - crashed < lease_d, "lost {:?} after the crash", lost_at - crashed);
+    sleep(lease_d - (lost_at - crashed)).await;
+
+    let s = set.clone();
+    blocking(move || s.standby.promote()).await;
+    let standby = client(&set.conninfo("standby2"), lease_d, refresh);
+    let next = timeout(lease_d * 3, standby.acquire()).await.expect("standby acquired").unwrap();
+    let acquired_at = Instant::now();
+    assert!(next.fencing_token() > holder.fencing_token());
+    assert_eq!(next.fencing_token(), TIMELINE_2_FLOOR);
+    assert!(acquired_at > lost_at);
+    eprintln!(
+        "holder lost {:?} after the crash; standby held {:?} after the crash",
+        lost_at - crashed,
+        acquired_at - crashed
+    );
+}
+
+// 3. Asynchronous replication: renewals the old primary acknowledged but did not replicate are
+//    lost, so the new primary's row expires earlier than the holder was promised. The holder
+//    (cut off from both servers) still trusts its lease until its local deadline; the standby
+//    client must not hold the lease before that. The extension makes sure of it: a tenure from
+//    an older timeline is re-armed for its full duration on first access.
+#[tokio::test(flavor = "multi_thread")]
+async fn async_replication_loses_renewals_but_never_makes_two_holders() {
+    init_tracing();
+    let set = std::sync::Arc::new(ReplicaSet::start(Replication::Async).await);
+    let (lease_d, refresh) = (Duration::from_secs(2), Duration::from_millis(200));
+    // The holder reaches the primary through a proxy of its own, so it can be cut off.
+    let holder_link = lease_lock_tests::proxy::Proxy::start(
+        format!("127.0.0.1:{}", set.primary.port()).parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let holder_conninfo = format!("host=127.0.0.1 port={} user=postgres dbname={} application_name=holder3", holder_link.port(), set.db);
+    let holder = client(&holder_conninfo, lease_d, refresh).acquire().await.unwrap();
+    let states = record_states(&holder);
+    sleep(refresh * 2).await;
+    let s = set.clone();
+    blocking(move || s.wait_for_replay()).await;
+
+    // The standby stops receiving WAL; the primary keeps acknowledging renewals for 1.5 leases.
+    set.link.set_stalled(true);
+    sleep(lease_d * 3 / 2).await;
+    let promised = holder.expires_at().expect("held");
+    // Cut the holder off, crash the primary, promote the standby.
+    holder_link.set_refusing(true);
+    holder_link.cut();
+    let s = set.clone();
+    blocking(move || {
+        s.primary.stop_server("immediate");
+        s.standby.promote();
+    })
+    .await;
+    let promoted = Instant::now();
+
+    // What asynchronous replication lost: the new primary's expiry is older than the one the
+    // holder's last acknowledged renewal promised, and already past.
+    let row = set.standby.psql(&set.db, "SELECT extract(epoch FROM expires_at), expires_at < clock_timestamp(), timeline FROM lease_status WHERE lease_name = 'f'");
+    let mut fields = row.split('|');
+    let replicated: f64 = fields.next().unwrap().parse().unwrap();
+    let promised_epoch = promised.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(replicated < promised_epoch - 1.0, "replicated expiry {replicated} vs promised {promised_epoch}");
+    assert_eq!(fields.next(), Some("t"), "the replicated expiry has passed");
+    assert_eq!(fields.next(), Some("1"), "written on the old timeline");
+
+    // A standby client asks the new primary at once; it must not hold before the holder's trust
+    // has ended.
+    let standby = client(&set.conninfo("standby3"), lease_d, refresh);
+    let next = timeout(lease_d * 3, standby.acquire()).await.expect("standby acquired").unwrap();
+    let standby_from = Instant::now();
+    let lost = timeout(lease_d, holder.lost()).await.expect("holder reported the loss");
+    assert!(matches!(lost, LossReason::RenewDeadline { .. }), "{lost:?}");
+    let states = states.await.unwrap();
+    let holder_trust_end = states
+        .iter()
+        .filter_map(|(_, s)| match s {
+            LeaseState::Held { valid_until, .. } => Some(*valid_until),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    assert!(
+        standby_from > holder_trust_end,
+        "the standby held {:?} after promotion, before the old holder's trust ended ({:?} after promotion)",
+        standby_from - promoted,
+        holder_trust_end.saturating_duration_since(promoted)
+    );
+    assert_eq!(next.fencing_token(), TIMELINE_2_FLOOR, "above every token of the old timeline");
+    eprintln!(
+        "async failover: replicated expiry was {:.1} s older than promised; the standby held {:?} after promotion, \
+         {:?} after the old holder stopped trusting its lease",
+        promised_epoch - replicated,
+        standby_from - promoted,
+        standby_from - holder_trust_end
+    );
+}
+
+// 4. With synchronous replication no acknowledged tenure is lost: the new primary has the last
+//    acknowledged token, and later tokens are larger still.
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_tokens_never_go_backwards_across_promotion() {
+    init_tracing();
+    let set = std::sync::Arc::new(ReplicaSet::start(Replication::Sync).await);
+    let (lease_d, refresh) = (Duration::from_secs(2), Duration::from_millis(200));
+    let clients: Vec<LeaseClient> =
+        (0..3).map(|i| client(&set.conninfo(&format!("churn{i}")), lease_d, refresh)).collect();
+    // Hand the lease around as fast as possible while the primary crashes.
+    let churn = {
+        let clients = clients.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for round in 0.. {
+                match timeout(Duration::from_millis(300), clients[round % 3].try_acquire()).await {
+                    Ok(Ok(Some(lease))) => {
+                        acknowledged.push((Instant::now(), lease.fencing_token()));
+                        let _ = lease.release().await;
+                    }
+                    Ok(Ok(None)) => continue, // the last release has not reached the server yet
+                    _ => return acknowledged, // the primary is gone
+                }
+            }
+            acknowledged
+        })
+    };
+    sleep(Duration::from_millis(500)).await;
+    let s = set.clone();
+    blocking(move || s.primary.stop_server("immediate")).await;
+    let acknowledged = churn.await.unwrap();
+    let max_acknowledged = acknowledged.iter().map(|(_, t)| *t).max().expect("some tenures before the crash");
+    assert!(acknowledged.len() >= 5, "only {} tenures before the crash", acknowledged.len());
+    let s = set.clone();
+    blocking(move || s.standby.promote()).await;
+    let on_new_primary: i64 = set.standby.psql(&set.db, "SELECT fencing_token FROM lease_status WHERE lease_name = 'f'").parse().unwrap();
+    assert!(on_new_primary >= max_acknowledged, "{on_new_primary} < acknowledged {max_acknowledged}");
+    let mut after = Vec::new();
+    for c in &clients {
+        let lease = timeout(lease_d * 3, c.acquire()).await.expect("acquired after promotion").unwrap();
+        after.push(lease.fencing_token());
+        lease.release().await.unwrap();
+    }
+    assert!(after.iter().all(|t| *t > max_acknowledged), "{after:?} vs {max_acknowledged}");
+    assert!(after.windows(2).all(|w| w[0] < w[1]), "{after:?}");
+    eprintln!("{} tenures before the crash, last acknowledged token {max_acknowledged}; after promotion: {after:?}", acknowledged.len());
+}
+
+// A standby (read-only) server is "not connected", never "lease held": the extension refuses with
+// 25006 and the client keeps waiting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_is_not_connected_for_leases() {
+    init_tracing();
+    let set = ReplicaSet::start(Replication::Async).await;
+    let on_standby = format!("host=127.0.0.1 port={} user=postgres dbname={}", set.standby.port(), set.db);
+    let output = std::process::Command::new(format!("{}/psql", lease_lock_tests::cluster::PG_BIN))
+        .args(["-X", "-q", "-d", &on_standby, "-v", "VERBOSITY=sqlstate"])
+        .args(["-c", "\\set VERBOSITY sqlstate", "-c", "SELECT * FROM lease_acquire(gen_random_uuid(), '1 s')"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("25006"), "{output:?}");
+    let waiting = client(&on_standby, Duration::from_secs(2), Duration::from_millis(200));
+    let result = waiting.acquire_timeout(Duration::from_millis(1500)).await;
+    assert!(matches!(result, Err(lease_lock_client::Error::AcquireTimeout(_))), "{result:?}");
+    assert_eq!(status(&set.primary, &set.db), "", "nothing taken anywhere");
+}
