@@ -209,7 +209,7 @@ impl LeaseClient {
     async fn attempt(&self) -> Result<Attempt, AttemptError> {
         let session = &self.shared.session;
         let conn = session.conn().await.map_err(AttemptError::Connect)?;
-        let sent_at = Instant::now();
+        let (sent_at, sent_boot) = (Instant::now(), crate::lease::boottime_ns());
         // Armed while the call is in flight: if this future is dropped then, the acquire may
         // still run on the server, and a release queued behind it on the same connection
         // undoes it.
@@ -231,6 +231,7 @@ impl LeaseClient {
                     fencing_token: token,
                     expires_at,
                     confirmed_at: sent_at,
+                    confirmed_boot_ns: sent_boot,
                 }))
             }
             grant => Ok(Attempt::Refused(grant.expires_at)),

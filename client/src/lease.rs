@@ -7,18 +7,34 @@
 //! deadline passes at least `lease_duration - renew_deadline` before anyone else can be given
 //! the lease. Failed or slow renewals are retried, reconnecting as needed, until the deadline;
 //! then the handle reports [`LeaseState::Lost`]. Nothing here exits or panics the process.
+//!
+//! The deadline is kept on two clocks. Timers run on CLOCK_MONOTONIC (tokio's), which stops
+//! while the machine is suspended, though the server's lease keeps running; so the deadline is
+//! also kept on CLOCK_BOOTTIME, which counts suspended time, and `is_held` checks both. After a
+//! resume, `is_held` is false at once; the renewal task, waking on its next timer (within a
+//! refresh interval), then reports the loss.
 
 use crate::backoff::Backoff;
 use crate::claims::HandleClaim;
 use crate::error::Error;
 use crate::session::{CallError, Grant, Session};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
+
+/// CLOCK_BOOTTIME in nanoseconds: like CLOCK_MONOTONIC, but it keeps counting while the machine
+/// is suspended.
+pub(crate) fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// Where a lease stands, as its renewal task sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +56,8 @@ pub enum LeaseState {
 }
 
 impl LeaseState {
-    /// Whether the lease is held now: `Held` and the local deadline not yet passed.
+    /// Whether the lease is held now: `Held` and the local deadline not yet passed on the
+    /// monotonic clock. Prefer [`Lease::is_held`], which also counts suspended time.
     pub fn is_held(&self) -> bool {
         matches!(self, LeaseState::Held { valid_until, .. } if Instant::now() < *valid_until)
     }
@@ -84,6 +101,8 @@ pub struct LeaseInfo {
     lease_name: Arc<str>,
     fencing_token: i64,
     state: watch::Receiver<LeaseState>,
+    /// The local deadline on CLOCK_BOOTTIME, in nanoseconds (see the module docs).
+    boot_deadline: Arc<AtomicU64>,
 }
 
 impl LeaseInfo {
@@ -97,9 +116,10 @@ impl LeaseInfo {
         self.fencing_token
     }
 
-    /// Whether the lease is still held (and its local deadline not passed).
+    /// Whether the lease is still held: `Held`, and its local deadline not passed on either the
+    /// monotonic clock or the one that counts suspended time.
     pub fn is_held(&self) -> bool {
-        self.state.borrow().is_held()
+        self.state.borrow().is_held() && boottime_ns() < self.boot_deadline.load(Ordering::Acquire)
     }
 
     /// The current state.
@@ -261,6 +281,8 @@ pub(crate) struct Tenure {
     pub expires_at: SystemTime,
     /// Send time of the `lease_acquire` call that started (or renewed) this tenure.
     pub confirmed_at: Instant,
+    /// The same moment on CLOCK_BOOTTIME ([`boottime_ns`]).
+    pub confirmed_boot_ns: u64,
 }
 
 impl Lease {
@@ -273,10 +295,13 @@ impl Lease {
             valid_until: tenure.confirmed_at + deadline,
         });
         let (commands, command_rx) = mpsc::channel(1);
+        let boot_deadline =
+            Arc::new(AtomicU64::new(tenure.confirmed_boot_ns + deadline.as_nanos() as u64));
         let info = LeaseInfo {
             lease_name: tenure.lease_name.clone(),
             fencing_token: tenure.fencing_token,
             state,
+            boot_deadline: boot_deadline.clone(),
         };
         let span = tracing::info_span!(
             "lease",
@@ -289,7 +314,7 @@ impl Lease {
         let task_claim = claim.claims().claim_task(&tenure.lease_name);
         tokio::spawn(
             async move {
-                renew(tenure, state_tx, command_rx).await;
+                renew(tenure, state_tx, boot_deadline, command_rx).await;
                 drop(task_claim);
             }
             .instrument(span),
@@ -299,9 +324,16 @@ impl Lease {
 }
 
 /// The renewal task. Ends when the lease is lost, released, or its handle dropped.
-async fn renew(t: Tenure, state: watch::Sender<LeaseState>, mut commands: mpsc::Receiver<Command>) {
+async fn renew(
+    t: Tenure,
+    state: watch::Sender<LeaseState>,
+    boot_deadline: Arc<AtomicU64>,
+    mut commands: mpsc::Receiver<Command>,
+) {
     let config = t.session.config().clone();
     let mut confirmed_at = t.confirmed_at;
+    // After a suspend the monotonic timers below fire late; this catches up at each wake.
+    let suspended_past_deadline = || boottime_ns() >= boot_deadline.load(Ordering::Acquire);
     let mut next_refresh = confirmed_at + config.refresh_interval();
     let mut retry = Backoff::new(config.refresh_interval() / 8, config.refresh_interval());
     let mut last_error: Option<String> = None;
@@ -326,8 +358,12 @@ async fn renew(t: Tenure, state: watch::Sender<LeaseState>, mut commands: mpsc::
             _ = connection_closed => debug!("connection closed: renewing now"),
         }
         drop(conn);
+        if suspended_past_deadline() {
+            return lose(&state, LossReason::RenewDeadline { last_error });
+        }
 
         let sent_at = Instant::now();
+        let sent_boot = boottime_ns();
         let attempt = async {
             let conn = t.session.conn().await.map_err(|e| e.to_string())?;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -342,11 +378,15 @@ async fn renew(t: Tenure, state: watch::Sender<LeaseState>, mut commands: mpsc::
             _ = sleep_until(deadline.into()) => return lose(&state, LossReason::RenewDeadline { last_error }),
             outcome = attempt => outcome,
         };
+        if suspended_past_deadline() {
+            return lose(&state, LossReason::RenewDeadline { last_error });
+        }
         match outcome {
             Ok(Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at) })
                 if token == t.fencing_token =>
             {
                 confirmed_at = sent_at;
+                boot_deadline.store(sent_boot + config.renew_deadline().as_nanos() as u64, Ordering::Release);
                 next_refresh = sent_at + config.refresh_interval();
                 retry.reset();
                 last_error = None;
