@@ -239,15 +239,18 @@ impl LeaseClient {
     }
 
     /// How long to sleep after a refusal: until the holder's expiry on the database clock,
-    /// estimated with ours (skew only moves when we retry, never safety), at most one lease
-    /// duration, at least a short pause, plus jitter.
+    /// estimated with ours (skew only moves when we retry, never safety), at least a short
+    /// pause, plus jitter; at most one lease duration when a release notification can wake us
+    /// earlier, and one refresh interval when it cannot (LISTEN off), so that a release is seen
+    /// within about one refresh interval.
     fn wait_for_expiry(&self, expires_at: Option<SystemTime>) -> Duration {
         let config = self.config();
         let floor = (config.refresh_interval() / 4).max(Duration::from_millis(10));
+        let cap = if config.listen() { config.lease_duration() } else { config.refresh_interval() };
         let until_expiry = expires_at
             .and_then(|e| e.duration_since(SystemTime::now()).ok())
             .unwrap_or(Duration::ZERO);
-        jitter_up(until_expiry.clamp(floor, config.lease_duration()))
+        jitter_up(until_expiry.clamp(floor, cap.max(floor)))
     }
 
     /// Sleeps for `wait`, or less if this lease is released (notification) or the connection

@@ -25,7 +25,7 @@ pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// | `call_timeout` | 2 s, capped at the renew deadline | longest wait for one database call |
 /// | `max_backoff` | 5 s | cap of the reconnect and retry back-off |
 /// | `session_settings` | `true` | set `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout` on the dedicated connection; turn off behind a transaction pooler |
-/// | `listen` | `true` | LISTEN for releases to wake waiters; turn off behind a transaction pooler (waiters then poll) |
+/// | `listen` | `true` | LISTEN for releases to wake waiters; turn off behind a transaction pooler (waiters then poll every refresh interval) |
 ///
 /// # Example
 /// ```

@@ -220,7 +220,7 @@ impl Drop for TestDb<'_> {
 
 /// A temporary directory the cluster's OS user owns, with a short path (socket paths are limited
 /// to about 100 bytes).
-fn tempdir() -> PathBuf {
+pub fn tempdir() -> PathBuf {
     let template = std::ffi::CString::new("/tmp/llt.XXXXXX").unwrap();
     let raw = template.into_raw();
     let dir = unsafe {

@@ -391,3 +391,46 @@ async fn elector_competes_again_after_a_loss() {
     timeout(LEASE, elector).await.unwrap().unwrap().unwrap();
     assert!(!status(&db, "l").2, "released on shutdown");
 }
+
+// Behind PgBouncer in transaction pooling mode: with session settings and LISTEN off, no session
+// state is used (no SET, no named prepared statements), renewals work over pooled server
+// connections, and a polling standby takes over after a release within about one refresh.
+#[tokio::test]
+async fn works_through_pgbouncer_in_transaction_mode() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let bouncer = lease_lock_tests::pgbouncer::PgBouncer::start(shared_cluster().port());
+    let pooled = |app: &str| {
+        LeaseClient::builder(&format!(
+            "host=127.0.0.1 port={} user=postgres dbname={} application_name={app}",
+            bouncer.port(),
+            db.name
+        ))
+        .lease_name("l")
+        .lease_duration(LEASE)
+        .refresh_interval(REFRESH)
+        .renew_deadline(DEADLINE)
+        .session_settings(false)
+        .listen(false)
+        .build()
+        .unwrap()
+    };
+    let holder = pooled("pooled-holder").acquire().await.unwrap();
+    let states = record_states(&holder);
+    sleep(LEASE + REFRESH).await; // past the first grant: only renewals keep it
+    assert!(holder.is_held());
+    assert_eq!(status(&db, "l"), (holder.holder_id().to_string(), 1, true));
+    let standby = pooled("pooled-standby");
+    let waiting = tokio::spawn(async move { standby.acquire().await });
+    sleep(REFRESH * 2).await;
+    assert!(!waiting.is_finished());
+    let released_at = Instant::now();
+    assert!(holder.release().await.unwrap());
+    let next = timeout(LEASE, waiting).await.expect("standby acquired").unwrap().unwrap();
+    let takeover = released_at.elapsed();
+    assert_eq!(next.fencing_token(), 2);
+    // Without LISTEN the standby polls once per refresh interval (plus up to 10% jitter).
+    assert!(takeover < REFRESH * 2, "takeover took {takeover:?}");
+    let states = states.await.unwrap();
+    assert!(states.iter().all(|s| !matches!(s, LeaseState::Lost(_))), "{states:?}");
+}
