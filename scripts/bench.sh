@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The benchmarks of docs/benchmarks.md, in one command: installs what is missing and the
+# extension (scripts/setup.sh), builds the runner in release mode, and runs every scenario
+# against a throwaway PostgreSQL 15 cluster with default durability. Writes docs/benchmarks.md,
+# docs/benchmarks.svg, results/benchmarks.md and results/benchmarks.json.
+#
+#   scripts/bench.sh            full run (a few minutes)
+#   scripts/bench.sh --quick    about a minute, a smoke run: its figures are too short to quote
+#
+# Progress goes to stderr (RUST_LOG filters it), the goals and the files written to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+cargo build --release --quiet -p lease_lock_tests --bin bench
+exec "${CARGO_TARGET_DIR:-target}/release/bench" --out "$PWD" "$@"

@@ -1,0 +1,86 @@
+//! The benchmark runner. See `lease_lock_tests::bench` and docs/benchmarks.md.
+//!
+//! ```text
+//! bench [--quick] [--out DIR]     run every scenario, write DIR/results/benchmarks.{json,md} and
+//!                                 DIR/docs/benchmarks.{md,svg} (DIR: the repository)
+//! bench hold --conninfo C --prefix P --leases N --lease-duration-ms D --refresh-ms R
+//!                                 (started by the runner) hold leases P-0..P-N-1 until killed
+//! ```
+//!
+//! `scripts/bench.sh` builds it in release mode and runs it. Progress goes to stderr
+//! (`RUST_LOG` filters it); the summary of the goals to stdout.
+
+use lease_lock_tests::bench::{self, child, BenchError, Plan, RunnerContext};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = if args.first().map(String::as_str) == Some("hold") { hold(&args[1..]) } else { run(&args) };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn run(args: &[String]) -> Result<(), BenchError> {
+    init_tracing("lease_lock_tests=info,warn");
+    let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let (mut quick, mut out) = (false, repo);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = rest.next().map(PathBuf::from).ok_or_else(|| BenchError::new("--out needs a directory"))?,
+            other => {
+                return Err(BenchError::new(format!("unknown argument {other:?}; usage: bench [--quick] [--out DIR]")))
+            }
+        }
+    }
+    let plan = if quick { Plan::quick() } else { Plan::full() };
+    let context = RunnerContext { exe: std::env::current_exe()?, repo: out.clone() };
+
+    // One thread for the runner's connections and the proxy; scenario 3's holder gets its own
+    // thread. The server uses the other core(s).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let results = runtime.block_on(bench::run(&plan, &context))?;
+    let written = bench::write_outputs(&results, &out)?;
+
+    println!("lease_lock benchmarks: {:.0} s{}", results.run_seconds, if plan.quick { " (quick run)" } else { "" });
+    for goal in &results.goals {
+        println!("  [{}] {}: {}", if goal.met { "met" } else { "not met" }, goal.goal, goal.measured);
+    }
+    for path in written {
+        println!("  wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The child of scenarios 5 and 6: hold the leases, say so, wait to be killed.
+fn hold(args: &[String]) -> Result<(), BenchError> {
+    init_tracing("warn");
+    let hold = child::HoldArgs::parse(args)?;
+    // tokio's default runtime, as an application holding leases would use.
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let leases = child::hold_leases(&hold).await?;
+        println!("{}", child::HELD_LINE);
+        // The handles renew in the background until the process is killed.
+        std::future::pending::<()>().await;
+        drop(leases);
+        Ok(())
+    })
+}
