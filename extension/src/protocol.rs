@@ -203,7 +203,8 @@ impl LeaseCall<'_> {
 
     /// `lease_evict`: end whoever's unexpired tenure and wake waiters.
     pub fn evict(&self) -> bool {
-        let evicted = self.spi.run(Stmt::Evict, &[self.name, Datum::from(self.now)]).is_some();
+        let args = [self.name, Datum::from(self.now), Datum::from(self.timeline)];
+        let evicted = self.spi.run(Stmt::Evict, &args).is_some();
         if evicted {
             self.spi.run(Stmt::Notify, &[self.name]);
         }

@@ -35,7 +35,8 @@ pub enum Stmt {
     /// End the caller's own tenure. `$1 name, $2 holder, $3 role, $4 now, $5 timeline` ->
     /// `fencing_token`.
     Release,
-    /// End whoever's unexpired tenure (administrators). `$1 name, $2 now` -> `fencing_token`.
+    /// End whoever's tenure (administrators): unexpired, or untouched since a failover.
+    /// `$1 name, $2 now, $3 timeline` -> `fencing_token`.
     Evict,
     /// Lock the row so no new tenure can start before this transaction ends.
     /// `$1 name` -> `fencing_token, holder, expires_at`.
@@ -61,7 +62,7 @@ impl Stmt {
             Stmt::Take | Stmt::Create => &[TEXT, UUID, OID, TSTZ, TSTZ, INT4, INT8],
             Stmt::Rearm => &[TEXT, TSTZ, TSTZ, INT4],
             Stmt::Release => &[TEXT, UUID, OID, TSTZ, INT4],
-            Stmt::Evict => &[TEXT, TSTZ],
+            Stmt::Evict => &[TEXT, TSTZ, INT4],
             Stmt::Inspect | Stmt::LockForTenure | Stmt::Fence | Stmt::Notify => &[TEXT],
         }
     }
@@ -105,7 +106,8 @@ impl Stmt {
             ),
             Stmt::Evict => format!(
                 "UPDATE {t} SET holder = NULL, holder_role = NULL, expires_at = $2 \
-                 WHERE {NAME_IS} AND holder IS NOT NULL AND expires_at OPERATOR(pg_catalog.>) $2 \
+                 WHERE {NAME_IS} AND holder IS NOT NULL \
+                 AND (expires_at OPERATOR(pg_catalog.>) $2 OR timeline OPERATOR(pg_catalog.<>) $3) \
                  RETURNING fencing_token"
             ),
             Stmt::Fence => format!(

@@ -6,8 +6,8 @@
 //!   here, in the outermost frame, after every Rust value is dropped;
 //! - the SQL signatures (OUT parameters: exactly one row, no set-returning machinery) are
 //!   written by hand in `lib.rs`;
-//! - per-call-site state (schema, owner, result descriptor) is cached in `fn_extra`, so a
-//!   prepared `SELECT * FROM lease_refresh(...)` does no catalog lookups after its first run.
+//! - per-function state (schema, owner, result descriptor) is cached per backend, so a
+//!   `SELECT * FROM lease_refresh(...)` does no catalog lookups after the session's first call.
 
 use crate::error::{LeaseError, PendingError, SqlState};
 use crate::guard::{AsOwner, LockWaitBound};
@@ -106,7 +106,7 @@ fn tenure_call(
     let duration = duration_arg(fcinfo, 1)?;
     let (name, name_str) = name_arg(fcinfo, 2)?;
     let site = CallSite::get(fcinfo);
-    let grant = with_call(site, name, name_str, |call| {
+    let grant = with_call(&site, name, name_str, |call| {
         let expires_at = call.now + duration;
         op(call, &holder, expires_at)
     })?;
@@ -117,7 +117,7 @@ fn tenure_call(
 fn release(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
     let holder = holder_arg(fcinfo, 0)?;
     let (name, name_str) = name_arg(fcinfo, 1)?;
-    let released = with_call(CallSite::get(fcinfo), name, name_str, |call| call.release(&holder))?;
+    let released = with_call(&CallSite::get(fcinfo), name, name_str, |call| call.release(&holder))?;
     Ok(Datum::from(released))
 }
 
@@ -127,14 +127,14 @@ fn fence(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
         .ok_or_else(|| null_argument("fencing_token"))?
         .value() as i64;
     let (name, name_str) = name_arg(fcinfo, 1)?;
-    with_call(CallSite::get(fcinfo), name, name_str, |call| call.fence(token))?;
+    with_call(&CallSite::get(fcinfo), name, name_str, |call| call.fence(token))?;
     Ok(Datum::from(0))
 }
 
 /// `(lease_name text)` -> `boolean`.
 fn evict(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
     let (name, name_str) = name_arg(fcinfo, 0)?;
-    let evicted = with_call(CallSite::get(fcinfo), name, name_str, |call| Ok(call.evict()))?;
+    let evicted = with_call(&CallSite::get(fcinfo), name, name_str, |call| Ok(call.evict()))?;
     Ok(Datum::from(evicted))
 }
 
@@ -228,28 +228,58 @@ fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<(Datum, &'a str), 
     }
 }
 
-/// What one call site (one `FmgrInfo`) needs every call, looked up on its first call.
+/// What every call of one of our functions needs: looked up once per backend and function (a
+/// `FunctionScan` gets a fresh `FmgrInfo` each execution, so `fn_extra` would not last), and
+/// dropped when `pg_proc` changes.
+#[derive(Clone, Copy)]
 struct CallSite {
     /// The extension's schema: the function's own namespace.
     schema: Oid,
     /// The function's owner, whose rights the lease queries run with.
     owner: Oid,
-    /// The blessed row descriptor of `(acquired, fencing_token, expires_at)`, or null.
+    /// The blessed row descriptor of `(acquired, fencing_token, expires_at)` in
+    /// `TopMemoryContext`, or null.
     result_desc: pg_sys::TupleDesc,
 }
 
-impl CallSite {
-    fn get<'a>(fcinfo: FunctionCallInfo) -> &'a CallSite {
-        unsafe {
-            let flinfo = (*fcinfo).flinfo;
-            if (*flinfo).fn_extra.is_null() {
-                let site = CallSite::look_up(fcinfo);
-                let slot = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<CallSite>());
-                slot.cast::<CallSite>().write(site);
-                (*flinfo).fn_extra = slot;
+thread_local! {
+    // Backend-local (backends are single-threaded processes).
+    static CALL_SITES: std::cell::RefCell<std::collections::HashMap<Oid, CallSite>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+    static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A `pg_proc` change (ALTER FUNCTION ... OWNER TO, DROP/CREATE EXTENSION) may change what a
+/// cached call site says: forget them all (they are cheap to look up again).
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_call_sites(_arg: Datum, _cache: i32, _hash: u32) {
+    CALL_SITES.with(|sites| {
+        for (_, site) in sites.borrow_mut().drain() {
+            if !site.result_desc.is_null() {
+                unsafe { pg_sys::FreeTupleDesc(site.result_desc) };
             }
-            &*(*flinfo).fn_extra.cast::<CallSite>()
         }
+    });
+}
+
+impl CallSite {
+    fn get(fcinfo: FunctionCallInfo) -> CallSite {
+        let fn_oid = unsafe { (*(*fcinfo).flinfo).fn_oid };
+        if let Some(site) = CALL_SITES.with(|sites| sites.borrow().get(&fn_oid).copied()) {
+            return site;
+        }
+        if !CALLBACK_REGISTERED.with(|r| r.replace(true)) {
+            unsafe {
+                pg_sys::CacheRegisterSyscacheCallback(
+                    pg_sys::SysCacheIdentifier::PROCOID as _,
+                    Some(forget_call_sites),
+                    Datum::from(0),
+                );
+            }
+        }
+        let site = unsafe { CallSite::look_up(fcinfo) };
+        CALL_SITES.with(|sites| sites.borrow_mut().insert(fn_oid, site));
+        site
     }
 
     unsafe fn look_up(fcinfo: FunctionCallInfo) -> CallSite {
@@ -276,7 +306,7 @@ impl CallSite {
                 {
                     pgrx::error!("lease_lock: function {} must return a row", fn_oid.to_u32());
                 }
-                let old = pg_sys::MemoryContextSwitchTo((*flinfo).fn_mcxt);
+                let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
                 result_desc = pg_sys::BlessTupleDesc(pg_sys::CreateTupleDescCopy(desc));
                 pg_sys::MemoryContextSwitchTo(old);
             }

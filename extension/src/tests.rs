@@ -369,4 +369,13 @@ mod tests {
         from_older_timeline(name);
         assert_eq!(acquire(B, "10 s", name), (true, Some(2), Some(true)));
     }
+
+    #[pg_test]
+    fn after_a_failover_evict_ends_the_old_tenure() {
+        let name = "after_a_failover_evict_ends_the_old_tenure";
+        acquire(A, "300 ms", name);
+        from_older_timeline(name);
+        assert_eq!(Spi::get_one::<bool>(&format!("SELECT lease_evict('{name}')")), Ok(Some(true)));
+        assert_eq!(acquire(B, "10 s", name), (true, Some(2), Some(true)));
+    }
 }
