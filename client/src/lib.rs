@@ -69,3 +69,8 @@ pub use config::{LeaseConfig, MAX_LEASE_DURATION, MAX_LEASE_NAME_BYTES};
 pub use error::Error;
 pub use lease::{Lease, LeaseInfo, LeaseState, LossReason};
 pub use session::RELEASE_CHANNEL;
+
+// The README's Rust example, compiled as a doctest so that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
