@@ -4,6 +4,7 @@
 
 use super::contention::{ContentionResult, System, STANDBY_COUNTS};
 use super::single::{Alternative, SingleResult};
+use super::report::f_int;
 use super::Results;
 use std::fmt::Write;
 
@@ -212,7 +213,7 @@ fn hbars(s: &mut String, p: Panel, title: &str, bars: &[Bar]) {
 
 /// Throughput by connections: lease_refresh and the one-row UPDATE.
 fn many_lines(s: &mut String, p: Panel, r: &Results) {
-    panel_frame(s, p, &format!("{} leases: calls/s by connections", thousands(r.many.leases as f64)));
+    panel_frame(s, p, &format!("{} leases: calls/s by connections", f_int(r.many.leases as f64)));
     let (x, y) = (p.x, p.y);
     let rows = &r.many.rows;
     if rows.is_empty() {
@@ -229,7 +230,7 @@ fn many_lines(s: &mut String, p: Panel, r: &Results) {
             r##"<line x1="{left:.1}" y1="{0:.1}" x2="{right:.1}" y2="{0:.1}" stroke="#e0e0e0"/><text x="{1:.1}" y="{0:.1}" text-anchor="end" dominant-baseline="middle">{2}</text>"##,
             py(v),
             left - 6.0,
-            thousands(v)
+            f_int(v)
         );
     }
     for (i, row) in rows.iter().enumerate() {
@@ -288,18 +289,6 @@ fn nice_ceiling(v: f64) -> f64 {
     [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|c| *c >= v).unwrap_or(10.0 * magnitude)
 }
 
-/// An integer with thousands separators.
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// Escapes text for SVG.
 fn esc(text: &str) -> String {

@@ -95,8 +95,8 @@ fn f_ms(v: f64) -> String {
     }
 }
 
-/// A count with thousands separators.
-fn f_int(v: f64) -> String {
+/// A count with thousands separators (also the chart's axis labels).
+pub(crate) fn f_int(v: f64) -> String {
     let digits = format!("{:.0}", v.abs());
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
