@@ -4,7 +4,8 @@
 //! `XX000`, which would hide our own `LL001`. So the SQL entry points return these errors as
 //! values and raise them themselves, at the outermost frame, once every Rust value is dropped
 //! (see [`crate::sql_api`]). Errors that PostgreSQL raises inside SPI (lock timeouts,
-//! serialization failures, cancellations) keep passing through pgrx with their own codes.
+//! serialization failures, cancellations) are caught there too and re-raised with their own
+//! SQLSTATE, message, detail and hint ([`LeaseError::from_postgres`]).
 
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int, CStr};
@@ -32,6 +33,12 @@ impl SqlState {
     pub const READ_ONLY_SQL_TRANSACTION: SqlState = SqlState::new(b"25006");
     /// `42501 insufficient_privilege`: another role's holder id.
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState::new(b"42501");
+    /// `42704 undefined_object`: the extension's schema is missing.
+    pub const UNDEFINED_OBJECT: SqlState = SqlState::new(b"42704");
+    /// `53400 configuration_limit_exceeded`: `lease_lock.max_lease_names` reached.
+    pub const CONFIGURATION_LIMIT_EXCEEDED: SqlState = SqlState::new(b"53400");
+    /// `XX001 data_corrupted`: the extension's tables were altered.
+    pub const DATA_CORRUPTED: SqlState = SqlState::new(b"XX001");
     /// `LL001 lease_fence_rejected` (ours): the fencing token is not the current, unexpired tenure.
     pub const FENCE_REJECTED: SqlState = SqlState::new(b"LL001");
 }

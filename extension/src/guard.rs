@@ -12,6 +12,10 @@ use pgrx::pg_sys;
 /// ask for less. `0` leaves the session's `lock_timeout` alone.
 pub static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
+/// `lease_lock.max_lease_names`: how many lease names may exist (rows are never deleted, so this
+/// bounds the table). `0` means no bound.
+pub static MAX_LEASE_NAMES: GucSetting<i32> = GucSetting::<i32>::new(1_000_000);
+
 /// Runs the lease queries as the function's owner, like `SECURITY DEFINER`, while remembering
 /// who the caller was.
 ///
@@ -28,6 +32,8 @@ impl AsOwner {
     pub fn enter(owner: pg_sys::Oid) -> AsOwner {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context = 0;
+        // SAFETY: reads and sets the backend's user id, as fmgr_security_definer does; Drop
+        // restores it.
         unsafe {
             pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
             pg_sys::SetUserIdAndSecContext(
@@ -41,7 +47,48 @@ impl AsOwner {
 
 impl Drop for AsOwner {
     fn drop(&mut self) {
+        // SAFETY: puts back exactly what `enter` read.
         unsafe { pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context) }
+    }
+}
+
+/// Makes every plan of the lease queries an index scan on the primary key, whatever the table's
+/// statistics, for the duration of one call.
+///
+/// The plans are generic and cached per backend, and PostgreSQL (re)plans them when they are
+/// first prepared and whenever they are invalidated (an `ANALYZE`, a `search_path` change, a
+/// cache reset). Planned while the table was analysed at one page, a lookup by name would be a
+/// sequential scan for as long as the plan lives: measured 6.5 ms per renewal at 100,000 names
+/// instead of 19 µs. Index scans cost the same at one row and stay flat at millions.
+///
+/// Like [`LockWaitBound`], this sets the planner's variables directly and restores them on
+/// drop, without GUC save/restore.
+pub struct IndexPlans {
+    saved: [bool; 3],
+}
+
+impl IndexPlans {
+    pub fn enter() -> IndexPlans {
+        // SAFETY: backends are single-threaded; these are the variables the planner reads.
+        unsafe {
+            let saved = [pg_sys::enable_seqscan, pg_sys::enable_bitmapscan, pg_sys::enable_indexscan];
+            pg_sys::enable_seqscan = false;
+            pg_sys::enable_bitmapscan = false;
+            pg_sys::enable_indexscan = true;
+            IndexPlans { saved }
+        }
+    }
+}
+
+impl Drop for IndexPlans {
+    fn drop(&mut self) {
+        let [seqscan, bitmapscan, indexscan] = self.saved;
+        // SAFETY: puts back what `enter` read.
+        unsafe {
+            pg_sys::enable_seqscan = seqscan;
+            pg_sys::enable_bitmapscan = bitmapscan;
+            pg_sys::enable_indexscan = indexscan;
+        }
     }
 }
 
@@ -66,6 +113,7 @@ impl LockWaitBound {
         if bound <= 0 || (session > 0 && session <= bound) {
             return LockWaitBound { saved: None };
         }
+        // SAFETY: as above.
         unsafe { pg_sys::LockTimeout = bound };
         LockWaitBound { saved: Some(session) }
     }
@@ -74,6 +122,7 @@ impl LockWaitBound {
 impl Drop for LockWaitBound {
     fn drop(&mut self) {
         if let Some(session) = self.saved {
+            // SAFETY: puts back what `enter` read.
             unsafe { pg_sys::LockTimeout = session };
         }
     }

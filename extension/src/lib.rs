@@ -27,34 +27,96 @@ pub extern "C-unwind" fn _PG_init() {
         pgrx::GucContext::Suset,
         pgrx::GucFlags::UNIT_MS,
     );
+    pgrx::GucRegistry::define_int_guc(
+        c"lease_lock.max_lease_names",
+        c"Most lease names that may exist; a new name beyond it fails with SQLSTATE 53400.",
+        c"Lease rows are never deleted (they keep the token history), so this bounds the table. 0: no bound.",
+        &guard::MAX_LEASE_NAMES,
+        0,
+        i32::MAX,
+        pgrx::GucContext::Suset,
+        pgrx::GucFlags::default(),
+    );
 }
 
 extension_sql!(
     r#"
+-- Everything lives in the schema lease_lock (fixed by the control file), and that schema must be
+-- a superuser's and nobody else's to create in: the lease functions run with their owner's
+-- rights, and PostgreSQL looks the names in their cached plans up again whenever a plan is
+-- invalidated, so whoever could rename or create objects there could swap the table those
+-- plans write (docs/security.md). CREATE EXTENSION creates the schema, owned by the installing
+-- superuser, unless it exists; an existing one must pass this check.
+DO $check$
+BEGIN
+    IF EXISTS (
+        SELECT FROM pg_catalog.pg_namespace n
+        JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'lease_lock' AND NOT r.rolsuper)
+    THEN
+        RAISE EXCEPTION 'schema "lease_lock" is not owned by a superuser'
+            USING ERRCODE = '42501',
+                  DETAIL = 'Its owner could replace what the lease functions use, with their rights.',
+                  HINT = 'Drop the schema or make a superuser its owner, then CREATE EXTENSION lease_lock.';
+    END IF;
+    IF EXISTS (
+        SELECT FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'lease_lock'
+          AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+          AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                            WHERE r.oid OPERATOR(pg_catalog.=) a.grantee), false))
+    THEN
+        RAISE EXCEPTION 'a role other than a superuser may create objects in schema "lease_lock"'
+            USING ERRCODE = '42501',
+                  HINT = 'REVOKE CREATE ON SCHEMA lease_lock from every role but superusers.';
+    END IF;
+END
+$check$;
+
 -- One row per lease name, never deleted: fencing_token grows with each tenure of that name, and
 -- keeping the row is what keeps tokens growing for the life of the database.
-CREATE TABLE leases (
-    lease_name    text        PRIMARY KEY,
-    fencing_token bigint      NOT NULL,
-    holder        uuid,                   -- NULL once released or evicted
-    holder_role   oid,                    -- the role that took the tenure
-    acquired_at   timestamptz NOT NULL,   -- start of the current (or last) tenure
-    renewed_at    timestamptz NOT NULL,
-    expires_at    timestamptz NOT NULL,
-    timeline      integer     NOT NULL,   -- WAL timeline of the last write (see protocol.rs)
+CREATE TABLE lease_lock.leases (
+    lease_name      text        PRIMARY KEY,
+    fencing_token   bigint      NOT NULL,
+    holder          uuid,                   -- NULL once released or evicted
+    -- The role that took the tenure. regrole, not oid: pg_dump writes it as the role's name,
+    -- so a restore into another cluster binds the tenure to the same role (or fails if there is
+    -- no such role) instead of to whichever role has that OID there.
+    holder_role     regrole,
+    acquired_at     timestamptz NOT NULL,   -- start of the current (or last) tenure
+    renewed_at      timestamptz NOT NULL,
+    expires_at      timestamptz NOT NULL,
+    timeline        integer     NOT NULL,   -- WAL timeline of the last write (see protocol.rs)
+    -- The longest lease duration any tenure of this name was granted: how long a tenure lost
+    -- in an asynchronous failover may still be trusted (see protocol.rs).
+    max_duration_us bigint      NOT NULL,
     -- Makes fencing_token a key column: lease_fence's FOR KEY SHARE then blocks a new tenure
     -- (which changes the key) but not the holder's renewals (which do not).
     CONSTRAINT leases_tenure_key UNIQUE (lease_name, fencing_token)
     -- No CHECK constraints: PostgreSQL parses them from text for every UPDATE, which measured a
     -- few percent of a renewal; only the lease functions write this table.
 ) WITH (fillfactor = 50);  -- room on the page keeps every renewal a HOT update
-COMMENT ON TABLE leases IS 'lease_lock: one row per lease name; write it only through the lease_* functions';
+COMMENT ON TABLE lease_lock.leases IS 'lease_lock: one row per lease name; write it only through the lease_* functions';
+
+-- How many lease names exist, for lease_lock.max_lease_names. One row, created by the first
+-- lease_acquire of a new name (so that pg_dump's copy of it restores without a conflict).
+CREATE TABLE lease_lock.lease_count (
+    singleton boolean PRIMARY KEY,
+    names     bigint  NOT NULL
+);
+COMMENT ON TABLE lease_lock.lease_count IS 'lease_lock: the number of lease names, kept by lease_acquire';
 
 -- Keep the rows (and so the token history) in pg_dump output.
-SELECT pg_catalog.pg_extension_config_dump('leases', '');
+SELECT pg_catalog.pg_extension_config_dump('lease_lock.leases', '');
+SELECT pg_catalog.pg_extension_config_dump('lease_lock.lease_count', '');
 
--- Ordinary roles get no access to the table: they use the functions.
-REVOKE ALL ON leases FROM PUBLIC;
+-- Ordinary roles get no access to the tables: they use the functions.
+REVOKE ALL ON lease_lock.leases, lease_lock.lease_count FROM PUBLIC;
+-- pg_dump reads the tables' rows (config tables): let the database owner, who usually runs
+-- backups, read them. Nothing there is secret: lease_status shows the same to everyone.
+GRANT SELECT ON lease_lock.leases, lease_lock.lease_count TO pg_database_owner;
+-- Callers reach the functions and the view through the schema; EXECUTE stays granted per role.
+GRANT USAGE ON SCHEMA lease_lock TO PUBLIC;
 "#,
     name = "lease_table",
     bootstrap
@@ -62,62 +124,63 @@ REVOKE ALL ON leases FROM PUBLIC;
 
 extension_sql!(
     r#"
-CREATE FUNCTION lease_acquire(
+CREATE FUNCTION lease_lock.lease_acquire(
     holder uuid, lease_duration interval, lease_name text DEFAULT 'default',
     OUT acquired boolean, OUT fencing_token bigint, OUT expires_at timestamptz)
 RETURNS record VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT
 LANGUAGE c AS 'MODULE_PATHNAME', 'lease_acquire';
-COMMENT ON FUNCTION lease_acquire(uuid, interval, text) IS
+COMMENT ON FUNCTION lease_lock.lease_acquire(uuid, interval, text) IS
     'Take the lease if it is free, expired or released (new token), or renew it if holder holds it';
 
-CREATE FUNCTION lease_refresh(
+CREATE FUNCTION lease_lock.lease_refresh(
     holder uuid, lease_duration interval, lease_name text DEFAULT 'default',
     OUT acquired boolean, OUT fencing_token bigint, OUT expires_at timestamptz)
 RETURNS record VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT
 LANGUAGE c AS 'MODULE_PATHNAME', 'lease_refresh';
-COMMENT ON FUNCTION lease_refresh(uuid, interval, text) IS
-    'Extend the unexpired lease holder holds; never takes a free or expired lease';
+COMMENT ON FUNCTION lease_lock.lease_refresh(uuid, interval, text) IS
+    'Extend the lease holder holds; never takes a free or expired lease';
 
-CREATE FUNCTION lease_release(holder uuid, lease_name text DEFAULT 'default')
+CREATE FUNCTION lease_lock.lease_release(holder uuid, lease_name text DEFAULT 'default')
 RETURNS boolean VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT
 LANGUAGE c AS 'MODULE_PATHNAME', 'lease_release';
-COMMENT ON FUNCTION lease_release(uuid, text) IS
+COMMENT ON FUNCTION lease_lock.lease_release(uuid, text) IS
     'Free the lease holder holds and NOTIFY lease_lock_released with the lease name';
 
-CREATE FUNCTION lease_fence(fencing_token bigint, lease_name text DEFAULT 'default')
+CREATE FUNCTION lease_lock.lease_fence(fencing_token bigint, lease_name text DEFAULT 'default')
 RETURNS void VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT
 LANGUAGE c AS 'MODULE_PATHNAME', 'lease_fence';
-COMMENT ON FUNCTION lease_fence(bigint, text) IS
-    'Raise SQLSTATE LL001 unless fencing_token is the current unexpired tenure; else block new tenures until this transaction ends';
+COMMENT ON FUNCTION lease_lock.lease_fence(bigint, text) IS
+    'Raise SQLSTATE LL001 unless fencing_token is the current unexpired tenure of the caller''s role; else block new tenures until this transaction ends';
 
-CREATE FUNCTION lease_evict(lease_name text)
+CREATE FUNCTION lease_lock.lease_evict(lease_name text)
 RETURNS boolean VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT
 LANGUAGE c AS 'MODULE_PATHNAME', 'lease_evict';
-COMMENT ON FUNCTION lease_evict(text) IS
+COMMENT ON FUNCTION lease_lock.lease_evict(text) IS
     'Administrators: end the current tenure whoever holds it and NOTIFY lease_lock_released';
 
 -- Using leases is a privilege the administrator grants (see README, "Privileges"): a role that
 -- can call lease_acquire can take any free lease name.
 REVOKE EXECUTE ON FUNCTION
-    lease_acquire(uuid, interval, text), lease_refresh(uuid, interval, text),
-    lease_release(uuid, text), lease_fence(bigint, text), lease_evict(text)
+    lease_lock.lease_acquire(uuid, interval, text), lease_lock.lease_refresh(uuid, interval, text),
+    lease_lock.lease_release(uuid, text), lease_lock.lease_fence(bigint, text),
+    lease_lock.lease_evict(text)
 FROM PUBLIC;
 
-CREATE VIEW lease_status AS
+CREATE VIEW lease_lock.lease_status AS
 SELECT lease_name,
        holder,
        fencing_token,
        expires_at,
-       holder IS NOT NULL AND expires_at > pg_catalog.clock_timestamp() AS held,
-       holder_role::pg_catalog.regrole AS holder_role,
+       holder IS NOT NULL AND expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS held,
+       holder_role,
        acquired_at,
        renewed_at,
        timeline
-FROM leases;
-COMMENT ON VIEW lease_status IS 'lease_lock: every lease, its holder and whether it is held now';
+FROM lease_lock.leases;
+COMMENT ON VIEW lease_lock.lease_status IS 'lease_lock: every lease, its holder and whether it is held now';
 -- Read-only and shows nothing secret (holder ids cannot be used by other roles), so everyone
 -- may watch, like pg_locks.
-GRANT SELECT ON lease_status TO PUBLIC;
+GRANT SELECT ON lease_lock.lease_status TO PUBLIC;
 "#,
     name = "lease_functions",
     requires = ["lease_table"],

@@ -13,19 +13,35 @@
 //!   when the caller is not the holder.
 //!
 //! Failover. Each row records the WAL timeline it was last written on. After a promotion (or a
-//! point-in-time recovery) the server runs on a new timeline, and a row from an older one may
-//! miss the last renewals the old primary acknowledged (asynchronous replication): its
-//! `expires_at` can be earlier than what the holder was promised, and the holder still trusts
-//! its lease until its own deadline. So a row from an older timeline whose tenure is not ended
-//! counts as held: the holder may renew it (keeping its token), and the first other caller
-//! re-arms it, giving the holder its full last lease duration again from now, before anyone can
-//! take it. And tokens of new tenures on timeline `T` are at least `(T - 1) << 40`, above every
-//! token an older timeline can have issued, so a tenure lost with the old primary can never
-//! have its token handed out again.
+//! point-in-time recovery) at time `P` the server runs on a new timeline `T`, and with
+//! asynchronous replication the rows may miss whatever the old primary did last: renewals (the
+//! row's `expires_at` is earlier than what the holder was promised), a release and the next
+//! holder's whole tenure, or the first tenure of a new name. Whoever acted on those lost writes
+//! may still trust a lease until its own deadline, at most `P + D` where `D` is the lease duration
+//! it was granted. So, on timeline `T`:
+//! - a row written on another timeline, and a name with no row at all when `T > 1`, starts no
+//!   new tenure before `P + D`, where `D` is the longest duration ever granted for the name
+//!   (recorded on the row, `max_duration_us`) or the caller's, if longer. The assumption,
+//!   documented in the README: no lost tenure of a name was granted a longer duration than every
+//!   tenure of it the new primary knows of, or than the caller asks for;
+//! - only `lease_refresh` continues a tenure from another timeline, because only a holder that
+//!   still believes it holds it calls it (`lease_acquire` says the caller does not know, and may
+//!   come from a holder that released the lease on the lost timeline); its holder's
+//!   `lease_release` ends it but keeps the hold until `P + D`;
+//! - none of this writes anything: a caller that is refused leaves no row lock behind, so it
+//!   never delays the holder's renewal;
+//! - new tenures on timeline `T` get tokens of at least `(T - 1) << 40`, above every token an
+//!   older timeline can have issued, so a token lost with the old primary is never reused.
+//!
+//! `P` is the modification time of the timeline's history file (`pg_wal/<T>.history`, written
+//! at promotion; a later copy only makes the hold longer); without one (timeline 1, or rows
+//! restored from another cluster) it is the server's start time.
 
 use crate::error::{LeaseError, SqlState};
-use crate::spi::{Row, SpiSession, Stmt};
+use crate::guard::MAX_LEASE_NAMES;
+use crate::spi::{Created, FenceRow, LeaseRow, Snapshot, SpiSession, Stmt, Tenure};
 use pgrx::pg_sys::{self, Datum, Oid, TimestampTz};
+use std::cell::Cell;
 
 /// What `lease_acquire` and `lease_refresh` return.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,44 +53,14 @@ pub struct Grant {
 
 impl Grant {
     /// The caller holds the lease: token and expiry of its tenure.
-    fn held(row: Row) -> Grant {
-        Grant { acquired: true, fencing_token: row.i64(1), expires_at: row.i64(2) }
+    fn held(tenure: Tenure) -> Grant {
+        Grant { acquired: true, fencing_token: Some(tenure.fencing_token), expires_at: Some(tenure.expires_at) }
     }
 
-    /// The caller does not hold the lease: report the expiry recorded on the row (when the
-    /// current holder's tenure ends), NULL when the lease was never taken.
-    fn refused(state: Option<&LeaseRow>) -> Grant {
-        Grant { acquired: false, fencing_token: None, expires_at: state.map(|s| s.expires_at) }
-    }
-}
-
-/// A lease row as [`Stmt::Inspect`], [`Stmt::LockForTenure`] and [`Stmt::Rearm`] read it.
-struct LeaseRow {
-    holder: Option<[u8; 16]>,
-    holder_role: Option<Oid>,
-    expires_at: TimestampTz,
-    renewed_at: TimestampTz,
-    timeline: i32,
-}
-
-impl LeaseRow {
-    fn read(row: Row) -> LeaseRow {
-        LeaseRow {
-            holder: row.uuid(2),
-            holder_role: row.oid(3),
-            expires_at: row.i64(4).expect("expires_at is NOT NULL"),
-            renewed_at: row.i64(5).expect("renewed_at is NOT NULL"),
-            timeline: row.i32(6).expect("timeline is NOT NULL"),
-        }
-    }
-
-    fn is_held(&self, now: TimestampTz) -> bool {
-        self.holder.is_some() && self.expires_at > now
-    }
-
-    /// A tenure written before a failover that nobody has ended or re-armed since.
-    fn needs_rearm(&self, timeline: i32) -> bool {
-        self.holder.is_some() && self.timeline != timeline
+    /// The caller does not hold the lease: report when to try again (when the current tenure
+    /// or the failover hold ends), NULL when the lease was never taken.
+    fn refused(until: Option<TimestampTz>) -> Grant {
+        Grant { acquired: false, fencing_token: None, expires_at: until }
     }
 }
 
@@ -99,9 +85,39 @@ pub struct Holder {
     pub bytes: [u8; 16],
 }
 
+thread_local! {
+    // The start of the current timeline, per backend: (timeline, start).
+    static TIMELINE_START: Cell<Option<(i32, TimestampTz)>> = const { Cell::new(None) };
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+/// When `timeline` began on this server: see the module docs.
+fn timeline_start(timeline: i32) -> TimestampTz {
+    if let Some((t, start)) = TIMELINE_START.get() {
+        if t == timeline {
+            return start;
+        }
+    }
+    // SAFETY: DataDir is set for the life of the backend; PgStartTime is set at postmaster start.
+    let (data_dir, started) = unsafe {
+        (std::ffi::CStr::from_ptr(pg_sys::DataDir).to_string_lossy().into_owned(), pg_sys::PgStartTime)
+    };
+    let history = format!("{data_dir}/pg_wal/{timeline:08X}.history");
+    let start = std::fs::metadata(history)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_micros()).ok())
+        .map_or(started, |micros| micros - PG_EPOCH_UNIX_MICROS);
+    TIMELINE_START.set(Some((timeline, start)));
+    start
+}
+
 impl LeaseCall<'_> {
-    /// Parameters of [`Stmt::Take`] and [`Stmt::Create`]; [`Stmt::Renew`] takes the first six.
-    fn tenure_args(&self, holder: &Holder, expires_at: TimestampTz) -> [Datum; 7] {
+    /// Parameters of the tenure statements (see `spi.rs`).
+    fn tenure_args(&self, holder: &Holder, duration_us: i64) -> [Datum; 8] {
         // New tenures on timeline T start at (T - 1) << 40: see the module docs.
         let token_floor = i64::from(self.timeline - 1) << 40;
         [
@@ -109,80 +125,97 @@ impl LeaseCall<'_> {
             holder.datum,
             Datum::from(self.role),
             Datum::from(self.now),
-            Datum::from(expires_at),
+            Datum::from(self.now + duration_us),
             Datum::from(self.timeline),
+            Datum::from(duration_us),
             Datum::from(token_floor),
         ]
     }
 
-    fn inspect(&self) -> Option<LeaseRow> {
-        self.spi.run(Stmt::Inspect, &[self.name]).map(LeaseRow::read)
+    fn inspect(&self, snapshot: Snapshot) -> Result<Option<LeaseRow>, LeaseError> {
+        self.spi.run_with(Stmt::Inspect, &[self.name], snapshot)?.as_ref().map(LeaseRow::read).transpose()
     }
 
-    /// Gives the holder of a row from an older timeline its last lease duration again from now,
-    /// and returns the row as it then is.
-    fn rearm(&self, state: LeaseRow) -> Option<LeaseRow> {
-        let duration = state.expires_at - state.renewed_at;
-        let expires_at = state.expires_at.max(self.now + duration);
-        let args = [self.name, Datum::from(self.now), Datum::from(expires_at), Datum::from(self.timeline)];
-        match self.spi.run(Stmt::Rearm, &args) {
-            Some(row) => Some(LeaseRow::read(row)),
-            None => self.inspect(), // re-armed or taken meanwhile by another caller
-        }
+    /// When a new tenure may start, if not now: while the row's tenure is held, or during the
+    /// failover hold of a row from another timeline (or of a name without a row, after a
+    /// promotion). See the module docs.
+    fn busy_until(&self, state: Option<&LeaseRow>, duration_us: i64) -> Option<TimestampTz> {
+        let until = match state {
+            Some(s) if s.timeline == self.timeline => s.holder.map(|_| s.expires_at),
+            Some(s) => Some(s.expires_at.max(timeline_start(self.timeline) + s.max_duration_us.max(duration_us))),
+            None if self.timeline > 1 => Some(timeline_start(self.timeline) + duration_us),
+            None => None,
+        };
+        until.filter(|&until| until > self.now)
     }
 
     /// `lease_acquire`: renew the caller's tenure, or start a new one if the lease is free.
-    pub fn acquire(&self, holder: &Holder, expires_at: TimestampTz) -> Result<Grant, LeaseError> {
-        let args = self.tenure_args(holder, expires_at);
-        if let Some(row) = self.spi.run(Stmt::Renew, &args[..6]) {
-            return Ok(Grant::held(row));
+    pub fn acquire(&self, holder: &Holder, duration_us: i64) -> Result<Grant, LeaseError> {
+        let args = self.tenure_args(holder, duration_us);
+        if let Some(row) = self.spi.run(Stmt::RenewHeld, &args)? {
+            return Ok(Grant::held(Tenure::read(&row)?));
         }
-        let Some(mut state) = self.inspect() else {
-            // Never taken. ON CONFLICT DO NOTHING: a concurrent first acquire wins, we report it.
-            return Ok(match self.spi.run(Stmt::Create, &args) {
-                Some(row) => Grant::held(row),
-                None => Grant::refused(self.inspect().as_ref()),
-            });
-        };
-        if state.needs_rearm(self.timeline) {
-            match self.rearm(state) {
-                Some(rearmed) => state = rearmed,
-                None => return Ok(Grant::refused(None)),
+        let state = self.inspect(Snapshot::Transaction)?;
+        if let Some(until) = self.busy_until(state.as_ref(), duration_us) {
+            if let Some(state) = &state {
+                self.refuse_other_role(holder, state)?;
             }
+            return Ok(Grant::refused(Some(until)));
         }
-        if state.is_held(self.now) {
-            self.refuse_other_role(holder, &state)?;
-            return Ok(Grant::refused(Some(&state)));
-        }
+        let Some(state) = state else {
+            return self.create(&args);
+        };
         // Free, expired or released. Lock it without waiting: a lock held by someone else means
         // a fenced transaction of the last tenure is still open (no new tenure may start before
         // it ends) or another caller is taking the lease right now.
-        let Some(locked) = self.spi.run(Stmt::LockForTenure, &[self.name]).map(LeaseRow::read)
-        else {
-            return Ok(Grant::refused(Some(&state)));
+        let Some(row) = self.spi.run(Stmt::LockForTenure, &[self.name])? else {
+            return Ok(Grant::refused(Some(state.expires_at)));
         };
-        if locked.is_held(self.now) || locked.needs_rearm(self.timeline) {
-            // Taken (or written on another timeline) between our read and our lock.
+        let locked = LeaseRow::read(&row)?;
+        if let Some(until) = self.busy_until(Some(&locked), duration_us) {
+            // Taken between our read and our lock.
             self.refuse_other_role(holder, &locked)?;
-            return Ok(Grant::refused(Some(&locked)));
+            return Ok(Grant::refused(Some(until)));
         }
-        let row = self.spi.run(Stmt::Take, &args).expect("the lease row is locked by this call");
-        Ok(Grant::held(row))
+        let row = self.spi.run(Stmt::Take, &args)?.ok_or_else(|| {
+            LeaseError::new(SqlState::DATA_CORRUPTED, "lease_lock: the locked lease row vanished")
+        })?;
+        Ok(Grant::held(Tenure::read(&row)?))
     }
 
-    /// `lease_refresh`: extend the caller's unexpired tenure; never start a new one.
-    pub fn refresh(&self, holder: &Holder, expires_at: TimestampTz) -> Result<Grant, LeaseError> {
-        if let Some(row) = self.spi.run(Stmt::Renew, &self.tenure_args(holder, expires_at)[..6]) {
-            return Ok(Grant::held(row));
+    /// The first tenure of a lease name; the name counts against `lease_lock.max_lease_names`.
+    fn create(&self, args: &[Datum]) -> Result<Grant, LeaseError> {
+        let Some(row) = self.spi.run(Stmt::Create, args)? else {
+            // A concurrent first acquire of the same name won: report its tenure.
+            let state = self.inspect(Snapshot::Transaction)?;
+            return Ok(Grant::refused(state.map(|s| s.expires_at)));
+        };
+        let created = Created::read(&row)?;
+        let limit = i64::from(MAX_LEASE_NAMES.get());
+        if limit > 0 && created.names > limit {
+            // Raising aborts the caller's transaction, and with it this row and the count.
+            return Err(LeaseError::new(
+                SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+                format!("too many lease names: lease \"{}\" would be name {} of at most {limit}", self.name_str, created.names),
+            )
+            .hint("Reuse lease names, or ask an administrator to raise lease_lock.max_lease_names."));
         }
-        let state = self.inspect();
-        if let Some(state) = &state {
-            self.refuse_other_role(holder, state)?;
-        }
-        Ok(Grant::refused(state.as_ref()))
+        Ok(Grant::held(created.tenure))
     }
 
-    /// `lease_release`: end the caller's unexpired tenure and wake waiters.
+    /// `lease_refresh`: extend the caller's tenure; never start a new one.
+    pub fn refresh(&self, holder: &Holder, duration_us: i64) -> Result<Grant, LeaseError> {
+        if let Some(row) = self.spi.run(Stmt::Renew, &self.tenure_args(holder, duration_us))? {
+            return Ok(Grant::held(Tenure::read(&row)?));
+        }
+        let Some(state) = self.inspect(Snapshot::Transaction)? else {
+            return Ok(Grant::refused(None));
+        };
+        self.refuse_other_role(holder, &state)?;
+        Ok(Grant::refused(Some(self.busy_until(Some(&state), duration_us).unwrap_or(state.expires_at))))
+    }
+
+    /// `lease_release`: end the caller's tenure and wake waiters.
     pub fn release(&self, holder: &Holder) -> Result<bool, LeaseError> {
         let args = [
             self.name,
@@ -191,28 +224,35 @@ impl LeaseCall<'_> {
             Datum::from(self.now),
             Datum::from(self.timeline),
         ];
-        if self.spi.run(Stmt::Release, &args).is_some() {
-            self.spi.run(Stmt::Notify, &[self.name]);
+        if self.spi.run(Stmt::Release, &args)?.is_some() {
+            self.spi.run(Stmt::Notify, &[self.name])?;
             return Ok(true);
         }
-        if let Some(state) = self.inspect() {
+        if let Some(state) = self.inspect(Snapshot::Transaction)? {
             self.refuse_other_role(holder, &state)?;
         }
         Ok(false)
     }
 
-    /// `lease_evict`: end whoever's unexpired tenure and wake waiters.
-    pub fn evict(&self) -> bool {
+    /// `lease_evict`: end whoever's tenure and wake waiters.
+    pub fn evict(&self) -> Result<bool, LeaseError> {
         let args = [self.name, Datum::from(self.now), Datum::from(self.timeline)];
-        let evicted = self.spi.run(Stmt::Evict, &args).is_some();
+        let evicted = self.spi.run(Stmt::Evict, &args)?.is_some();
         if evicted {
-            self.spi.run(Stmt::Notify, &[self.name]);
+            self.spi.run(Stmt::Notify, &[self.name])?;
         }
-        evicted
+        Ok(evicted)
     }
 
-    /// `lease_fence`: succeed only for the current, unexpired tenure, and keep a new tenure from
-    /// starting until the caller's transaction ends (the row lock is the caller's transaction's).
+    /// `lease_fence`: succeed only for the current, unexpired tenure, called by its role, and
+    /// keep a new tenure from starting until the caller's transaction ends (the row lock is the
+    /// caller's transaction's).
+    ///
+    /// The row is read with the latest snapshot, not the transaction's, so that a REPEATABLE
+    /// READ or SERIALIZABLE transaction whose snapshot predates a release or a new tenure is
+    /// judged by what is current (LL001), not by what it remembers. Every refusal is an ERROR,
+    /// which aborts the (sub)transaction and so drops the row lock this statement may have
+    /// taken: only a successful fence holds a lease row.
     pub fn fence(&self, token: i64) -> Result<(), LeaseError> {
         let reject = |detail: String| {
             LeaseError::new(
@@ -222,35 +262,46 @@ impl LeaseCall<'_> {
             .detail(detail)
             .hint("Stop acting as the holder: acquire the lease again to get a new token.")
         };
-        let Some(row) = self.spi.run(Stmt::Fence, &[self.name]) else {
-            return Err(reject(match self.inspect() {
+        let Some(row) = self.spi.run_with(Stmt::Fence, &[self.name], Snapshot::Latest)? else {
+            return Err(reject(match self.inspect(Snapshot::Latest)? {
                 None => "The lease has never been taken.".into(),
                 Some(_) => "A new tenure of the lease is being taken.".into(),
             }));
         };
-        let current = row.i64(1).expect("fencing_token is NOT NULL");
-        let released = row.uuid(2).is_none();
-        let expires_at = row.i64(3).expect("expires_at is NOT NULL");
-        if current != token {
-            return Err(reject(format!("The current tenure has token {current}.")));
+        let current = FenceRow::read(&row)?;
+        if current.fencing_token != token {
+            return Err(reject(format!("The current tenure has token {}.", current.fencing_token)));
         }
-        if released {
+        if current.holder.is_none() {
             return Err(reject("The tenure was released.".into()));
         }
+        // Only the role that holds the tenure (or a member of it) may hold off the next one:
+        // anyone else could keep a lease from ever changing hands.
+        let role = current.holder_role.unwrap_or(pg_sys::InvalidOid);
+        // SAFETY: a catalog check on two role OIDs.
+        if !unsafe { pg_sys::has_privs_of_role(self.role, role) } {
+            return Err(LeaseError::new(
+                SqlState::INSUFFICIENT_PRIVILEGE,
+                format!("lease \"{}\" is held by another role", self.name_str),
+            )
+            .detail(format!(
+                "The tenure was taken by role {}; only it, or a role that has its privileges, may fence with its token.",
+                role_name(current.holder_role)
+            )));
+        }
         // Measured after the row lock, so a lock wait cannot let an expired tenure pass.
-        if expires_at <= unsafe { pg_sys::GetCurrentTimestamp() } {
+        // SAFETY: reads the system clock.
+        if current.expires_at <= unsafe { pg_sys::GetCurrentTimestamp() } {
             return Err(reject("The tenure has expired.".into()));
         }
         Ok(())
     }
 
-    /// A holder id is bound to the role that took the tenure: another role that presents it (it is
-    /// visible in `lease_status`) gets an error instead of touching the lease.
+    /// A holder id is bound to the role that took the tenure: another role that presents it (it
+    /// is visible in `lease_status`) gets an error instead of touching the lease.
     fn refuse_other_role(&self, holder: &Holder, state: &LeaseRow) -> Result<(), LeaseError> {
-        if (state.is_held(self.now) || state.needs_rearm(self.timeline))
-            && state.holder == Some(holder.bytes)
-            && state.holder_role != Some(self.role)
-        {
+        let live = state.expires_at > self.now || state.timeline != self.timeline;
+        if live && state.holder == Some(holder.bytes) && state.holder_role != Some(self.role) {
             return Err(LeaseError::new(
                 SqlState::INSUFFICIENT_PRIVILEGE,
                 format!("lease \"{}\" is held by this holder id under another role", self.name_str),
@@ -266,6 +317,7 @@ impl LeaseCall<'_> {
 
 fn role_name(role: Option<Oid>) -> String {
     let Some(role) = role else { return "(none)".into() };
+    // SAFETY: a catalog lookup; `true` returns NULL for a dropped role instead of raising.
     unsafe {
         let name = pg_sys::GetUserNameFromId(role, true);
         if name.is_null() {

@@ -1,45 +1,55 @@
-//! The lease table's queries, prepared once per backend and schema and kept for reuse.
+//! The lease table's queries, prepared once per backend and kept for reuse, and their typed rows.
 //!
-//! Every name in the query texts is schema-qualified (the table by the extension's schema,
-//! operators and functions by `pg_catalog`), so a caller's `search_path` cannot change what they
-//! mean even when PostgreSQL re-plans them. That is what makes the owner switch in
-//! [`crate::guard::AsOwner`] safe without a function-level `SET search_path`.
+//! What the query texts may resolve by name, and why that is safe (see `docs/security.md`):
+//! - the tables are `lease_lock.leases` and `lease_lock.lease_count`, in the schema the control
+//!   file pins, which `CREATE EXTENSION` refuses unless a superuser owns it and which
+//!   [`SpiSession::connect`] checks again before preparing. PostgreSQL re-analyses a cached plan's
+//!   text when the plan is invalidated, so a name is looked up again then: only a superuser can
+//!   rename or replace anything in that schema;
+//! - operators and functions are spelled `OPERATOR(pg_catalog.x)` / `pg_catalog.f`, so a
+//!   caller's `search_path` cannot change them.
+//!
+//! Each statement lists the types of its parameters and of its result columns next to its text;
+//! every result row is checked against them before a value is read (a superuser who alters the
+//! table gets an error, never a misread datum).
 
+use crate::error::{LeaseError, SqlState};
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
 
-/// The statements the lease functions run. Parameters are listed with each.
+/// The extension's schema, fixed by the control file (`schema = lease_lock`).
+pub const SCHEMA: &str = "lease_lock";
+
+/// The statements the lease functions run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stmt {
-    /// Extend the caller's own tenure: unexpired, or untouched since a failover (a row written
-    /// on an older timeline).
-    /// `$1 name, $2 holder, $3 role, $4 now, $5 expires, $6 timeline` -> `fencing_token, expires_at`.
+    /// `lease_acquire` by the holder: extend its own unexpired tenure of this timeline.
+    /// [`TenureArgs`] -> [`Tenure`].
+    RenewHeld,
+    /// `lease_refresh`: extend the caller's own tenure, unexpired or untouched since a failover
+    /// (a row written on another timeline: its holder may still believe it holds it).
+    /// [`TenureArgs`] -> [`Tenure`].
     Renew,
-    /// Read the lease row without locking it. `$1 name` -> `fencing_token, holder, holder_role,
-    /// expires_at, renewed_at, timeline`.
+    /// Read the lease row without locking it. `$1 name` -> [`LeaseRow`].
     Inspect,
     /// Lock the row for a new tenure unless someone else has it locked (a fenced transaction of
-    /// the last tenure holds `FOR KEY SHARE`). Same columns as [`Stmt::Inspect`].
+    /// the last tenure holds `FOR KEY SHARE`). `$1 name` -> [`LeaseRow`].
     LockForTenure,
-    /// Start a new tenure on a row locked by [`Stmt::LockForTenure`].
-    /// `$1 name, $2 holder, $3 role, $4 now, $5 expires, $6 timeline, $7 token floor` ->
-    /// `fencing_token, expires_at`.
+    /// Start a new tenure on a row locked by [`Stmt::LockForTenure`]. [`TenureArgs`] ->
+    /// [`Tenure`].
     Take,
-    /// Create the row for a lease name never used before. Params as [`Stmt::Take`].
+    /// Create the row of a lease name never used before and count it. [`TenureArgs`] ->
+    /// `(fencing_token, expires_at, names)`; no row when another caller created it first.
     Create,
-    /// After a failover, give the holder of a row from an older timeline its full lease again
-    /// from now (see `protocol.rs`). `$1 name, $2 now, $3 expires, $4 timeline` -> as Inspect.
-    Rearm,
     /// End the caller's own tenure. `$1 name, $2 holder, $3 role, $4 now, $5 timeline` ->
     /// `fencing_token`.
     Release,
-    /// End whoever's tenure (administrators): unexpired, or untouched since a failover.
-    /// `$1 name, $2 now, $3 timeline` -> `fencing_token`.
+    /// End whoever's tenure (administrators). `$1 name, $2 now, $3 timeline` -> `fencing_token`.
     Evict,
     /// Lock the row so no new tenure can start before this transaction ends.
-    /// `$1 name` -> `fencing_token, holder, expires_at`.
+    /// `$1 name` -> `(fencing_token, holder, holder_role, expires_at)`.
     Fence,
     /// Wake waiters. `$1 name`.
     Notify,
@@ -50,68 +60,103 @@ pub const RELEASE_CHANNEL: &str = "lease_lock_released";
 
 const TEXT: Oid = pg_sys::TEXTOID;
 const UUID: Oid = pg_sys::UUIDOID;
-const OID: Oid = pg_sys::OIDOID;
+const ROLE: Oid = pg_sys::REGROLEOID;
 const TSTZ: Oid = pg_sys::TIMESTAMPTZOID;
 const INT4: Oid = pg_sys::INT4OID;
 const INT8: Oid = pg_sys::INT8OID;
+const VOID: Oid = pg_sys::VOIDOID;
+
+/// Parameters of [`Stmt::RenewHeld`], [`Stmt::Renew`], [`Stmt::Take`] and [`Stmt::Create`]:
+/// `$1 name, $2 holder, $3 role, $4 now, $5 expires_at, $6 timeline, $7 duration (µs),
+/// $8 token floor`.
+const TENURE_ARGS: &[Oid] = &[TEXT, UUID, ROLE, TSTZ, TSTZ, INT4, INT8, INT8];
+/// Result of the tenure statements: `fencing_token, expires_at`.
+const TENURE_COLS: &[Oid] = &[INT8, TSTZ];
+/// Result of [`Stmt::Inspect`] and [`Stmt::LockForTenure`].
+const LEASE_ROW_COLS: &[Oid] = &[INT8, UUID, ROLE, TSTZ, INT4, INT8];
+const LEASE_ROW: &str = "fencing_token, holder, holder_role, expires_at, timeline, max_duration_us";
 
 impl Stmt {
     fn arg_types(self) -> &'static [Oid] {
         match self {
-            Stmt::Renew => &[TEXT, UUID, OID, TSTZ, TSTZ, INT4],
-            Stmt::Take | Stmt::Create => &[TEXT, UUID, OID, TSTZ, TSTZ, INT4, INT8],
-            Stmt::Rearm => &[TEXT, TSTZ, TSTZ, INT4],
-            Stmt::Release => &[TEXT, UUID, OID, TSTZ, INT4],
+            Stmt::RenewHeld | Stmt::Renew | Stmt::Take | Stmt::Create => TENURE_ARGS,
+            Stmt::Release => &[TEXT, UUID, ROLE, TSTZ, INT4],
             Stmt::Evict => &[TEXT, TSTZ, INT4],
             Stmt::Inspect | Stmt::LockForTenure | Stmt::Fence | Stmt::Notify => &[TEXT],
         }
     }
 
-    /// The query text for the lease table `t` (already qualified and quoted).
-    fn sql(self, t: &str) -> String {
+    /// The types of the result columns, checked on every row.
+    fn column_types(self) -> &'static [Oid] {
+        match self {
+            Stmt::RenewHeld | Stmt::Renew | Stmt::Take => TENURE_COLS,
+            Stmt::Create => &[INT8, TSTZ, INT8],
+            Stmt::Inspect | Stmt::LockForTenure => LEASE_ROW_COLS,
+            Stmt::Release | Stmt::Evict => &[INT8],
+            Stmt::Fence => &[INT8, UUID, ROLE, TSTZ],
+            Stmt::Notify => &[VOID],
+        }
+    }
+
+    fn sql(self) -> String {
+        const T: &str = "lease_lock.leases";
         // `=`, `<>`, `>` and `+` spelled as OPERATOR(pg_catalog.x): see the module docs.
         const NAME_IS: &str = "lease_name OPERATOR(pg_catalog.=) $1";
         const MINE: &str = "holder OPERATOR(pg_catalog.=) $2 AND holder_role OPERATOR(pg_catalog.=) $3";
-        const ROW: &str = "fencing_token, holder, holder_role, expires_at, renewed_at, timeline";
+        const LONGEST: &str = "max_duration_us = GREATEST(max_duration_us, $7)";
         match self {
+            Stmt::RenewHeld => format!(
+                "UPDATE {T} SET renewed_at = $4, expires_at = $5, {LONGEST} \
+                 WHERE {NAME_IS} AND {MINE} \
+                 AND expires_at OPERATOR(pg_catalog.>) $4 AND timeline OPERATOR(pg_catalog.=) $6 \
+                 RETURNING fencing_token, expires_at"
+            ),
             Stmt::Renew => format!(
-                "UPDATE {t} SET renewed_at = $4, expires_at = $5, timeline = $6 \
+                "UPDATE {T} SET renewed_at = $4, expires_at = $5, timeline = $6, {LONGEST} \
                  WHERE {NAME_IS} AND {MINE} \
                  AND (expires_at OPERATOR(pg_catalog.>) $4 OR timeline OPERATOR(pg_catalog.<>) $6) \
                  RETURNING fencing_token, expires_at"
             ),
-            Stmt::Inspect => format!("SELECT {ROW} FROM {t} WHERE {NAME_IS}"),
+            Stmt::Inspect => format!("SELECT {LEASE_ROW} FROM {T} WHERE {NAME_IS}"),
             Stmt::LockForTenure => {
-                format!("SELECT {ROW} FROM {t} WHERE {NAME_IS} FOR UPDATE SKIP LOCKED")
+                format!("SELECT {LEASE_ROW} FROM {T} WHERE {NAME_IS} FOR UPDATE SKIP LOCKED")
             }
             Stmt::Take => format!(
-                "UPDATE {t} SET fencing_token = GREATEST(fencing_token OPERATOR(pg_catalog.+) 1, $7), \
+                "UPDATE {T} SET fencing_token = GREATEST(fencing_token OPERATOR(pg_catalog.+) 1, $8), \
                  holder = $2, holder_role = $3, acquired_at = $4, renewed_at = $4, expires_at = $5, \
-                 timeline = $6 WHERE {NAME_IS} RETURNING fencing_token, expires_at"
+                 timeline = $6, {LONGEST} WHERE {NAME_IS} RETURNING fencing_token, expires_at"
             ),
+            // No conflict target: both unique indexes (the name, and name with token) are
+            // arbiters, so a concurrent first acquire of the same name makes this one insert
+            // nothing instead of failing with 23505. The counter row is created on first use, so
+            // that pg_dump's copy of it restores into a fresh install without a conflict.
             Stmt::Create => format!(
-                "INSERT INTO {t} (lease_name, fencing_token, holder, holder_role, acquired_at, \
-                 renewed_at, expires_at, timeline) VALUES ($1, GREATEST(1, $7), $2, $3, $4, $4, $5, $6) \
-                 ON CONFLICT (lease_name) DO NOTHING RETURNING fencing_token, expires_at"
-            ),
-            Stmt::Rearm => format!(
-                "UPDATE {t} SET renewed_at = $2, expires_at = $3, timeline = $4 \
-                 WHERE {NAME_IS} AND timeline OPERATOR(pg_catalog.<>) $4 RETURNING {ROW}"
+                "WITH created AS (\
+                   INSERT INTO {T} (lease_name, fencing_token, holder, holder_role, acquired_at, \
+                     renewed_at, expires_at, timeline, max_duration_us) \
+                   VALUES ($1, GREATEST(1, $8), $2, $3, $4, $4, $5, $6, $7) \
+                   ON CONFLICT DO NOTHING RETURNING fencing_token, expires_at), \
+                 counted AS (\
+                   INSERT INTO lease_lock.lease_count AS c (singleton, names) \
+                   SELECT true, 1 FROM created \
+                   ON CONFLICT (singleton) DO UPDATE SET names = c.names OPERATOR(pg_catalog.+) 1 \
+                   RETURNING names) \
+                 SELECT created.fencing_token, created.expires_at, counted.names FROM created, counted"
             ),
             Stmt::Release => format!(
-                "UPDATE {t} SET holder = NULL, holder_role = NULL, expires_at = $4 \
+                "UPDATE {T} SET holder = NULL, holder_role = NULL, expires_at = $4 \
                  WHERE {NAME_IS} AND {MINE} \
                  AND (expires_at OPERATOR(pg_catalog.>) $4 OR timeline OPERATOR(pg_catalog.<>) $5) \
                  RETURNING fencing_token"
             ),
             Stmt::Evict => format!(
-                "UPDATE {t} SET holder = NULL, holder_role = NULL, expires_at = $2 \
+                "UPDATE {T} SET holder = NULL, holder_role = NULL, expires_at = $2 \
                  WHERE {NAME_IS} AND holder IS NOT NULL \
                  AND (expires_at OPERATOR(pg_catalog.>) $2 OR timeline OPERATOR(pg_catalog.<>) $3) \
                  RETURNING fencing_token"
             ),
             Stmt::Fence => format!(
-                "SELECT fencing_token, holder, expires_at FROM {t} WHERE {NAME_IS} \
+                "SELECT fencing_token, holder, holder_role, expires_at FROM {T} WHERE {NAME_IS} \
                  FOR KEY SHARE SKIP LOCKED"
             ),
             Stmt::Notify => format!("SELECT pg_catalog.pg_notify('{RELEASE_CHANNEL}', $1)"),
@@ -120,38 +165,80 @@ impl Stmt {
 }
 
 thread_local! {
-    // Backend-local: PostgreSQL backends are single-threaded processes. Plans are keyed by the
-    // extension's schema so a DROP/CREATE EXTENSION in another schema in the same session gets
-    // fresh ones; a re-created table in the same schema is picked up by plan invalidation.
-    static PLANS: RefCell<HashMap<(Oid, Stmt), pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
+    // Backend-local: PostgreSQL backends are single-threaded processes. A DROP/CREATE EXTENSION
+    // re-creates the tables under the same names; plan invalidation picks the new ones up.
+    static PLANS: RefCell<HashMap<Stmt, pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
 }
 
 /// One SPI connection for the duration of a lease function call.
-pub struct SpiSession {
-    schema: Oid,
+pub struct SpiSession(());
+
+/// Which snapshot a statement reads with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    /// The transaction's (the statement's, in READ COMMITTED).
+    Transaction,
+    /// The latest committed state, whatever the isolation level: `lease_fence` judges the
+    /// current tenure, not the one a REPEATABLE READ snapshot remembers.
+    Latest,
 }
 
 impl SpiSession {
-    pub fn connect(schema: Oid) -> SpiSession {
+    pub fn connect() -> SpiSession {
+        // SAFETY: called inside a function PostgreSQL invoked (a transaction is open); the
+        // matching SPI_finish is in Drop, or AtEOXact_SPI on error.
         unsafe { pg_sys::SPI_connect() };
-        SpiSession { schema }
+        SpiSession(())
     }
 
-    fn plan(&self, stmt: Stmt) -> pg_sys::SPIPlanPtr {
-        let key = (self.schema, stmt);
-        if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).copied()) {
-            return plan;
-        }
-        let table = unsafe {
-            let schema = pg_sys::get_namespace_name(self.schema);
-            let quoted = pg_sys::quote_identifier(schema);
-            format!("{}.leases", std::ffi::CStr::from_ptr(quoted).to_string_lossy())
+    /// Refuses to prepare queries unless the schema is owned by a superuser: its owner could
+    /// otherwise swap the tables the cached plans name (`CREATE EXTENSION` checks the same).
+    fn check_schema() -> Result<(), LeaseError> {
+        let name = CString::new(SCHEMA).expect("no NUL");
+        // SAFETY: catalog lookups inside a transaction; the name is a valid C string.
+        let (schema, owner) = unsafe {
+            let schema = pg_sys::get_namespace_oid(name.as_ptr(), true);
+            let tuple = pg_sys::SearchSysCache1(
+                pg_sys::SysCacheIdentifier::NAMESPACEOID as _,
+                Datum::from(schema),
+            );
+            if tuple.is_null() {
+                (schema, None)
+            } else {
+                let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_namespace>(tuple);
+                let owner = (*form).nspowner;
+                pg_sys::ReleaseSysCache(tuple);
+                (schema, Some(owner))
+            }
         };
-        let sql = CString::new(stmt.sql(&table)).expect("query text has no NUL");
+        match owner {
+            // SAFETY: a plain catalog lookup.
+            Some(owner) if unsafe { pg_sys::superuser_arg(owner) } => Ok(()),
+            Some(_) => Err(LeaseError::new(
+                SqlState::INSUFFICIENT_PRIVILEGE,
+                "schema \"lease_lock\" is not owned by a superuser",
+            )
+            .detail("Its owner could replace the tables the lease functions use.")
+            .hint("A superuser must own the schema: ALTER SCHEMA lease_lock OWNER TO a superuser.")),
+            None => Err(LeaseError::new(
+                SqlState::UNDEFINED_OBJECT,
+                format!("schema \"lease_lock\" does not exist (OID {})", schema.to_u32()),
+            )),
+        }
+    }
+
+    fn plan(&self, stmt: Stmt) -> Result<pg_sys::SPIPlanPtr, LeaseError> {
+        if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&stmt).copied()) {
+            return Ok(plan);
+        }
+        Self::check_schema()?;
+        let sql = CString::new(stmt.sql()).expect("query text has no NUL");
         let types = stmt.arg_types();
+        // SAFETY: the text and the type array outlive the call; SPI is connected.
         let plan = unsafe {
-            // A generic plan from the first call: these are primary-key lookups, a custom plan
-            // per call would only add planning time.
+            // A generic plan from the first call: these are primary-key lookups, and
+            // `IndexPlans` (guard.rs) makes sure any (re)planning picks the index whatever the
+            // table's statistics say.
             let plan = pg_sys::SPI_prepare_cursor(
                 sql.as_ptr(),
                 types.len() as i32,
@@ -165,27 +252,56 @@ impl SpiSession {
             pg_sys::SPI_keepplan(plan);
             plan
         };
-        PLANS.with(|plans| plans.borrow_mut().insert(key, plan));
-        plan
+        PLANS.with(|plans| plans.borrow_mut().insert(stmt, plan));
+        Ok(plan)
     }
 
-    /// Runs `stmt` and returns its first row, if any.
-    pub fn run(&self, stmt: Stmt, args: &[Datum]) -> Option<Row> {
-        let plan = self.plan(stmt);
-        debug_assert_eq!(args.len(), stmt.arg_types().len());
+    /// Runs `stmt` and returns its first row, if any, checked against the statement's column
+    /// types.
+    pub fn run(&self, stmt: Stmt, args: &[Datum]) -> Result<Option<Row>, LeaseError> {
+        self.run_with(stmt, args, Snapshot::Transaction)
+    }
+
+    pub fn run_with(
+        &self,
+        stmt: Stmt,
+        args: &[Datum],
+        snapshot: Snapshot,
+    ) -> Result<Option<Row>, LeaseError> {
+        let plan = self.plan(stmt)?;
+        assert_eq!(args.len(), stmt.arg_types().len(), "{stmt:?} takes {} arguments", args.len());
         let mut values = args.to_vec();
-        unsafe {
-            // Every statement touches at most one row: the lease name is the primary key.
-            let status = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), std::ptr::null(), false, 0);
-            if status < 0 {
-                pgrx::error!("lease_lock: {stmt:?} failed: SPI result {status}");
+        // SAFETY: `plan` is a kept plan whose argument types match `values` (asserted above);
+        // every statement touches at most one row (the lease name is the primary key).
+        let status = unsafe {
+            match snapshot {
+                Snapshot::Transaction => {
+                    pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), std::ptr::null(), false, 0)
+                }
+                Snapshot::Latest => pg_sys::SPI_execute_snapshot(
+                    plan,
+                    values.as_mut_ptr(),
+                    std::ptr::null(),
+                    pg_sys::GetLatestSnapshot(),
+                    std::ptr::null_mut(), // no crosscheck: judge the latest state, raise nothing
+                    false,
+                    true,
+                    0,
+                ),
             }
-            if pg_sys::SPI_processed == 0 || pg_sys::SPI_tuptable.is_null() {
-                return None;
-            }
-            let table = &*pg_sys::SPI_tuptable;
-            Some(Row { tuple: *table.vals, desc: table.tupdesc })
+        };
+        if status < 0 {
+            pgrx::error!("lease_lock: {stmt:?} failed: SPI result {status}");
         }
+        // SAFETY: set by the SPI_execute_* call above.
+        let (processed, table) = unsafe { (pg_sys::SPI_processed, pg_sys::SPI_tuptable) };
+        if processed == 0 || table.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: a non-null SPI_tuptable with at least one row.
+        let row = unsafe { Row { tuple: *(*table).vals, desc: (*table).tupdesc } };
+        row.check_types(stmt)?;
+        Ok(Some(row))
     }
 }
 
@@ -193,40 +309,135 @@ impl Drop for SpiSession {
     fn drop(&mut self) {
         // On an ERROR, transaction abort closes the SPI connection (AtEOXact_SPI).
         if !std::thread::panicking() {
+            // SAFETY: connected in `connect`.
             unsafe { pg_sys::SPI_finish() };
         }
     }
 }
 
-/// One result row, valid until the next [`SpiSession::run`] or the end of the session.
+/// One result row, valid until the next [`SpiSession::run`] or the end of the SPI session.
 pub struct Row {
     tuple: pg_sys::HeapTuple,
     desc: pg_sys::TupleDesc,
 }
 
 impl Row {
-    fn datum(&self, column: i32) -> Option<Datum> {
+    fn check_types(&self, stmt: Stmt) -> Result<(), LeaseError> {
+        let expected = stmt.column_types();
+        // SAFETY: `desc` is SPI's valid descriptor of this result, with `natts` attributes.
+        let matches = unsafe {
+            let desc = &*self.desc;
+            let attrs = desc.attrs.as_slice(desc.natts as usize);
+            attrs.len() == expected.len() && attrs.iter().zip(expected).all(|(a, t)| a.atttypid == *t)
+        };
+        if !matches {
+            return Err(LeaseError::new(
+                SqlState::DATA_CORRUPTED,
+                format!("lease_lock: the lease table does not have the expected columns ({stmt:?})"),
+            )
+            .hint("The extension's tables were altered: reinstall the extension."));
+        }
+        Ok(())
+    }
+
+    /// Column `n` (0-based), whose type [`Row::check_types`] has checked.
+    fn datum(&self, n: usize) -> Option<Datum> {
         let mut is_null = false;
-        let value = unsafe { pg_sys::SPI_getbinval(self.tuple, self.desc, column, &mut is_null) };
+        // SAFETY: `n` is within the checked descriptor; tuple and desc are SPI's current result.
+        let value = unsafe { pg_sys::SPI_getbinval(self.tuple, self.desc, n as i32 + 1, &mut is_null) };
         (!is_null).then_some(value)
     }
 
     /// An `int8` or `timestamptz` column (both passed by value).
-    pub fn i64(&self, column: i32) -> Option<i64> {
-        self.datum(column).map(|d| d.value() as i64)
+    fn i64(&self, n: usize) -> Option<i64> {
+        self.datum(n).map(|d| d.value() as i64)
     }
 
-    /// An `int4` column.
-    pub fn i32(&self, column: i32) -> Option<i32> {
-        self.datum(column).map(|d| d.value() as i32)
+    fn i32(&self, n: usize) -> Option<i32> {
+        self.datum(n).map(|d| d.value() as i32)
     }
 
-    pub fn oid(&self, column: i32) -> Option<Oid> {
-        self.datum(column).map(|d| Oid::from(d.value() as u32))
+    fn oid(&self, n: usize) -> Option<Oid> {
+        self.datum(n).map(|d| Oid::from(d.value() as u32))
     }
 
     /// A `uuid` column, copied out of SPI memory.
-    pub fn uuid(&self, column: i32) -> Option<[u8; 16]> {
-        self.datum(column).map(|d| unsafe { *d.cast_mut_ptr::<[u8; 16]>() })
+    fn uuid(&self, n: usize) -> Option<[u8; 16]> {
+        // SAFETY: a non-null uuid datum points at its 16 bytes.
+        self.datum(n).map(|d| unsafe { *d.cast_mut_ptr::<[u8; 16]>() })
+    }
+
+    fn not_null<T>(value: Option<T>, column: &str) -> Result<T, LeaseError> {
+        value.ok_or_else(|| {
+            LeaseError::new(SqlState::DATA_CORRUPTED, format!("lease_lock: {column} is NULL"))
+        })
+    }
+}
+
+/// The result of a tenure statement: the caller holds the lease.
+pub struct Tenure {
+    pub fencing_token: i64,
+    pub expires_at: pg_sys::TimestampTz,
+}
+
+impl Tenure {
+    pub fn read(row: &Row) -> Result<Tenure, LeaseError> {
+        Ok(Tenure {
+            fencing_token: Row::not_null(row.i64(0), "fencing_token")?,
+            expires_at: Row::not_null(row.i64(1), "expires_at")?,
+        })
+    }
+}
+
+/// [`Stmt::Create`]'s result: the new tenure and how many lease names exist now.
+pub struct Created {
+    pub tenure: Tenure,
+    pub names: i64,
+}
+
+impl Created {
+    pub fn read(row: &Row) -> Result<Created, LeaseError> {
+        Ok(Created { tenure: Tenure::read(row)?, names: Row::not_null(row.i64(2), "names")? })
+    }
+}
+
+/// A lease row as [`Stmt::Inspect`] and [`Stmt::LockForTenure`] read it.
+pub struct LeaseRow {
+    pub holder: Option<[u8; 16]>,
+    pub holder_role: Option<Oid>,
+    pub expires_at: pg_sys::TimestampTz,
+    pub timeline: i32,
+    /// The longest lease duration any tenure of this name was granted, in microseconds.
+    pub max_duration_us: i64,
+}
+
+impl LeaseRow {
+    pub fn read(row: &Row) -> Result<LeaseRow, LeaseError> {
+        Ok(LeaseRow {
+            holder: row.uuid(1),
+            holder_role: row.oid(2),
+            expires_at: Row::not_null(row.i64(3), "expires_at")?,
+            timeline: Row::not_null(row.i32(4), "timeline")?,
+            max_duration_us: Row::not_null(row.i64(5), "max_duration_us")?,
+        })
+    }
+}
+
+/// [`Stmt::Fence`]'s row.
+pub struct FenceRow {
+    pub fencing_token: i64,
+    pub holder: Option<[u8; 16]>,
+    pub holder_role: Option<Oid>,
+    pub expires_at: pg_sys::TimestampTz,
+}
+
+impl FenceRow {
+    pub fn read(row: &Row) -> Result<FenceRow, LeaseError> {
+        Ok(FenceRow {
+            fencing_token: Row::not_null(row.i64(0), "fencing_token")?,
+            holder: row.uuid(1),
+            holder_role: row.oid(2),
+            expires_at: Row::not_null(row.i64(3), "expires_at")?,
+        })
     }
 }

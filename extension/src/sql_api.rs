@@ -6,11 +6,11 @@
 //!   here, in the outermost frame, after every Rust value is dropped;
 //! - the SQL signatures (OUT parameters: exactly one row, no set-returning machinery) are
 //!   written by hand in `lib.rs`;
-//! - per-function state (schema, owner, result descriptor) is cached per backend, so a
+//! - per-function state (the owner) and the result row's descriptor are cached per backend, so a
 //!   `SELECT * FROM lease_refresh(...)` does no catalog lookups after the session's first call.
 
 use crate::error::{LeaseError, PendingError, SqlState};
-use crate::guard::{AsOwner, LockWaitBound};
+use crate::guard::{AsOwner, IndexPlans, LockWaitBound};
 use crate::protocol::{Grant, Holder, LeaseCall};
 use crate::spi::SpiSession;
 use pgrx::pg_guard;
@@ -89,28 +89,24 @@ sql_function!(lease_fence, pg_finfo_lease_fence, fence);
 sql_function!(lease_evict, pg_finfo_lease_evict, evict);
 
 fn acquire(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
-    tenure_call(fcinfo, |call, holder, expires_at| call.acquire(holder, expires_at))
+    tenure_call(fcinfo, |call, holder, duration| call.acquire(holder, duration))
 }
 
 fn refresh(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
-    tenure_call(fcinfo, |call, holder, expires_at| call.refresh(holder, expires_at))
+    tenure_call(fcinfo, |call, holder, duration| call.refresh(holder, duration))
 }
 
 /// `(holder uuid, lease_duration interval, lease_name text)` -> `(acquired, fencing_token,
 /// expires_at)`.
 fn tenure_call(
     fcinfo: FunctionCallInfo,
-    op: impl FnOnce(&LeaseCall, &Holder, pg_sys::TimestampTz) -> Result<Grant, LeaseError>,
+    op: impl FnOnce(&LeaseCall, &Holder, i64) -> Result<Grant, LeaseError>,
 ) -> Result<Datum, LeaseError> {
     let holder = holder_arg(fcinfo, 0)?;
     let duration = duration_arg(fcinfo, 1)?;
     let (name, name_str) = name_arg(fcinfo, 2)?;
-    let site = CallSite::get(fcinfo);
-    let grant = with_call(&site, name, name_str, |call| {
-        let expires_at = call.now + duration;
-        op(call, &holder, expires_at)
-    })?;
-    Ok(site.grant_datum(&grant))
+    let grant = with_call(&CallSite::get(fcinfo), name, name_str, |call| op(call, &holder, duration))?;
+    Ok(grant_datum(&grant))
 }
 
 /// `(holder uuid, lease_name text)` -> `boolean`.
@@ -134,17 +130,19 @@ fn fence(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
 /// `(lease_name text)` -> `boolean`.
 fn evict(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
     let (name, name_str) = name_arg(fcinfo, 0)?;
-    let evicted = with_call(&CallSite::get(fcinfo), name, name_str, |call| Ok(call.evict()))?;
+    let evicted = with_call(&CallSite::get(fcinfo), name, name_str, |call| call.evict())?;
     Ok(Datum::from(evicted))
 }
 
-/// Runs `op` as the function's owner, with lock waits bounded and an SPI connection open.
+/// Runs `op` as the function's owner, with lock waits bounded, index plans forced and an SPI
+/// connection open.
 fn with_call<T>(
     site: &CallSite,
     name: Datum,
     name_str: &str,
     op: impl FnOnce(&LeaseCall) -> Result<T, LeaseError>,
 ) -> Result<T, LeaseError> {
+    // SAFETY (this and the next four): plain reads of backend state inside a transaction.
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Err(LeaseError::new(
             SqlState::READ_ONLY_SQL_TRANSACTION,
@@ -162,11 +160,13 @@ fn with_call<T>(
     let timeline = unsafe { pg_sys::GetWALInsertionTimeLine() } as i32;
     let _owner = AsOwner::enter(site.owner);
     let _bound = LockWaitBound::enter();
-    let spi = SpiSession::connect(site.schema);
+    let _plans = IndexPlans::enter();
+    let spi = SpiSession::connect();
     op(&LeaseCall { spi: &spi, name, name_str, role, now, timeline })
 }
 
 fn arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Datum> {
+    // SAFETY: fmgr passes `nargs` arguments; `n` is below the SQL signature's argument count.
     unsafe {
         let args = (*fcinfo).args.as_slice((*fcinfo).nargs as usize);
         (!args[n].isnull).then_some(args[n].value)
@@ -183,6 +183,7 @@ fn invalid(message: impl Into<String>) -> LeaseError {
 
 fn holder_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<Holder, LeaseError> {
     let datum = arg(fcinfo, n).ok_or_else(|| null_argument("holder"))?;
+    // SAFETY: a non-null uuid datum points at its 16 bytes.
     let bytes = unsafe { *datum.cast_mut_ptr::<[u8; 16]>() };
     Ok(Holder { datum, bytes })
 }
@@ -191,6 +192,7 @@ fn holder_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<Holder, LeaseError> 
 /// no fixed length). Days count as 24 hours.
 fn duration_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<i64, LeaseError> {
     let datum = arg(fcinfo, n).ok_or_else(|| null_argument("lease_duration"))?;
+    // SAFETY: a non-null interval datum points at an Interval.
     let interval = unsafe { &*datum.cast_mut_ptr::<pg_sys::Interval>() };
     if interval.month != 0 {
         return Err(invalid("lease_duration must not contain months or years")
@@ -209,6 +211,8 @@ fn duration_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<i64, LeaseError> {
 /// The lease name as a detoasted `text` datum and as `&str`: 1 to [`MAX_NAME_BYTES`] bytes.
 fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<(Datum, &'a str), LeaseError> {
     let datum = arg(fcinfo, n).ok_or_else(|| null_argument("lease_name"))?;
+    // SAFETY: a non-null text datum; the detoasted copy lives in the call's memory context,
+    // which outlives the call.
     unsafe {
         let text = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
         let bytes = pgrx::varlena::varlena_to_byte_slice(text);
@@ -228,47 +232,49 @@ fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<(Datum, &'a str), 
     }
 }
 
-/// What every call of one of our functions needs: looked up once per backend and function (a
-/// `FunctionScan` gets a fresh `FmgrInfo` each execution, so `fn_extra` would not last), and
-/// dropped when `pg_proc` changes.
+/// What every call of one of our functions needs: its owner, looked up once per backend and
+/// function (a `FunctionScan` gets a fresh `FmgrInfo` each execution, so `fn_extra` would not
+/// last), and forgotten when `pg_proc` changes (`ALTER FUNCTION ... OWNER TO`).
 #[derive(Clone, Copy)]
 struct CallSite {
-    /// The extension's schema: the function's own namespace.
-    schema: Oid,
     /// The function's owner, whose rights the lease queries run with.
     owner: Oid,
-    /// The blessed row descriptor of `(acquired, fencing_token, expires_at)` in
-    /// `TopMemoryContext`, or null.
-    result_desc: pg_sys::TupleDesc,
 }
 
 thread_local! {
-    // Backend-local (backends are single-threaded processes).
+    // Backend-local (backends are single-threaded processes). Plain values only: an
+    // invalidation can arrive in the middle of a call (while SPI takes a lock), so nothing a
+    // call may still be using is ever freed by the callback.
     static CALL_SITES: std::cell::RefCell<std::collections::HashMap<Oid, CallSite>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
     static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    // The blessed descriptor of `(acquired boolean, fencing_token bigint, expires_at
+    // timestamptz)`, made once per backend in `TopMemoryContext` and never freed. It depends on
+    // nothing in the catalogs, so no invalidation concerns it; a function re-declared with
+    // other OUT types gets PostgreSQL's own "return type mismatch" error.
+    static GRANT_DESC: std::cell::Cell<pg_sys::TupleDesc> = const { std::cell::Cell::new(std::ptr::null_mut()) };
 }
 
-/// A `pg_proc` change (ALTER FUNCTION ... OWNER TO, DROP/CREATE EXTENSION) may change what a
-/// cached call site says: forget them all (they are cheap to look up again).
+/// A `pg_proc` change may change a function's owner: forget the cached owners (they are cheap
+/// to look up again). Frees nothing.
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_call_sites(_arg: Datum, _cache: i32, _hash: u32) {
     CALL_SITES.with(|sites| {
-        for (_, site) in sites.borrow_mut().drain() {
-            if !site.result_desc.is_null() {
-                unsafe { pg_sys::FreeTupleDesc(site.result_desc) };
-            }
+        if let Ok(mut sites) = sites.try_borrow_mut() {
+            sites.clear();
         }
     });
 }
 
 impl CallSite {
     fn get(fcinfo: FunctionCallInfo) -> CallSite {
+        // SAFETY: fmgr passes a valid fcinfo with its flinfo.
         let fn_oid = unsafe { (*(*fcinfo).flinfo).fn_oid };
         if let Some(site) = CALL_SITES.with(|sites| sites.borrow().get(&fn_oid).copied()) {
             return site;
         }
         if !CALLBACK_REGISTERED.with(|r| r.replace(true)) {
+            // SAFETY: registers a callback with the signature syscache callbacks have.
             unsafe {
                 pg_sys::CacheRegisterSyscacheCallback(
                     pg_sys::SysCacheIdentifier::PROCOID as _,
@@ -277,54 +283,64 @@ impl CallSite {
                 );
             }
         }
-        let site = unsafe { CallSite::look_up(fcinfo) };
+        let site = CallSite { owner: function_owner(fn_oid) };
         CALL_SITES.with(|sites| sites.borrow_mut().insert(fn_oid, site));
         site
     }
+}
 
-    unsafe fn look_up(fcinfo: FunctionCallInfo) -> CallSite {
-        unsafe {
-            let flinfo = (*fcinfo).flinfo;
-            let fn_oid = (*flinfo).fn_oid;
-            let tuple = pg_sys::SearchSysCache1(
-                pg_sys::SysCacheIdentifier::PROCOID as _,
-                Datum::from(fn_oid),
-            );
-            if tuple.is_null() {
-                pgrx::error!("lease_lock: cache lookup failed for function {}", fn_oid.to_u32());
-            }
-            let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_proc>(tuple);
-            let (schema, owner, returns_record) =
-                ((*form).pronamespace, (*form).proowner, (*form).prorettype == pg_sys::RECORDOID);
-            pg_sys::ReleaseSysCache(tuple);
-
-            let mut result_desc = std::ptr::null_mut();
-            if returns_record {
-                let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
-                if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut desc)
-                    != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
-                {
-                    pgrx::error!("lease_lock: function {} must return a row", fn_oid.to_u32());
-                }
-                let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
-                result_desc = pg_sys::BlessTupleDesc(pg_sys::CreateTupleDescCopy(desc));
-                pg_sys::MemoryContextSwitchTo(old);
-            }
-            CallSite { schema, owner, result_desc }
+fn function_owner(fn_oid: Oid) -> Oid {
+    // SAFETY: a syscache lookup inside a transaction, released before returning.
+    unsafe {
+        let tuple =
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::PROCOID as _, Datum::from(fn_oid));
+        if tuple.is_null() {
+            pgrx::error!("lease_lock: cache lookup failed for function {}", fn_oid.to_u32());
         }
+        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_proc>(tuple);
+        let owner = (*form).proowner;
+        pg_sys::ReleaseSysCache(tuple);
+        owner
     }
+}
 
-    fn grant_datum(&self, grant: &Grant) -> Datum {
-        let mut values = [
-            Datum::from(grant.acquired),
-            Datum::from(grant.fencing_token.unwrap_or(0)),
-            Datum::from(grant.expires_at.unwrap_or(0)),
-        ];
-        let mut nulls = [false, grant.fencing_token.is_none(), grant.expires_at.is_none()];
-        unsafe {
-            let tuple =
-                pg_sys::heap_form_tuple(self.result_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+/// The descriptor of the `(acquired, fencing_token, expires_at)` row: see [`GRANT_DESC`].
+fn grant_desc() -> pg_sys::TupleDesc {
+    let desc = GRANT_DESC.get();
+    if !desc.is_null() {
+        return desc;
+    }
+    // SAFETY: builds a three-column descriptor in TopMemoryContext (lives as long as the
+    // backend); BlessTupleDesc registers it as an anonymous record type.
+    let desc = unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        let desc = pg_sys::CreateTemplateTupleDesc(3);
+        for (n, (name, ty)) in
+            [(c"acquired", pg_sys::BOOLOID), (c"fencing_token", pg_sys::INT8OID), (c"expires_at", pg_sys::TIMESTAMPTZOID)]
+                .into_iter()
+                .enumerate()
+        {
+            pg_sys::TupleDescInitEntry(desc, (n + 1) as pg_sys::AttrNumber, name.as_ptr(), ty, -1, 0);
         }
+        let desc = pg_sys::BlessTupleDesc(desc);
+        pg_sys::MemoryContextSwitchTo(old);
+        desc
+    };
+    GRANT_DESC.set(desc);
+    desc
+}
+
+fn grant_datum(grant: &Grant) -> Datum {
+    let mut values = [
+        Datum::from(grant.acquired),
+        Datum::from(grant.fencing_token.unwrap_or(0)),
+        Datum::from(grant.expires_at.unwrap_or(0)),
+    ];
+    let mut nulls = [false, grant.fencing_token.is_none(), grant.expires_at.is_none()];
+    // SAFETY: three values and nulls for the three-column descriptor; the tuple is palloc'd in
+    // the caller's context, as fmgr expects of a composite result.
+    unsafe {
+        let tuple = pg_sys::heap_form_tuple(grant_desc(), values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
     }
 }

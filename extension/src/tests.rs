@@ -20,15 +20,15 @@ mod tests {
     }
 
     fn acquire(holder: &str, duration: &str, name: &str) -> (bool, Option<i64>, Option<bool>) {
-        call(&format!("lease_acquire({holder}, interval '{duration}', '{name}')"))
+        call(&format!("lease_lock.lease_acquire({holder}, interval '{duration}', '{name}')"))
     }
 
     fn refresh(holder: &str, duration: &str, name: &str) -> (bool, Option<i64>, Option<bool>) {
-        call(&format!("lease_refresh({holder}, interval '{duration}', '{name}')"))
+        call(&format!("lease_lock.lease_refresh({holder}, interval '{duration}', '{name}')"))
     }
 
     fn release(holder: &str, name: &str) -> bool {
-        Spi::get_one::<bool>(&format!("SELECT lease_release({holder}, '{name}')"))
+        Spi::get_one::<bool>(&format!("SELECT lease_lock.lease_release({holder}, '{name}')"))
             .expect("query runs")
             .expect("never NULL")
     }
@@ -70,13 +70,13 @@ mod tests {
 
     #[pg_test]
     fn two_argument_calls_use_the_default_lease() {
-        let (acquired, token, _) = call(&format!("lease_acquire({A}, interval '10 s')"));
+        let (acquired, token, _) = call(&format!("lease_lock.lease_acquire({A}, interval '10 s')"));
         assert!(acquired);
         assert_eq!(token, Some(1));
-        assert!(call(&format!("lease_refresh({A}, interval '10 s')")).0);
-        let name = Spi::get_one::<String>("SELECT lease_name FROM lease_status WHERE held");
+        assert!(call(&format!("lease_lock.lease_refresh({A}, interval '10 s')")).0);
+        let name = Spi::get_one::<String>("SELECT lease_name FROM lease_lock.lease_status WHERE held");
         assert_eq!(name, Ok(Some("default".into())));
-        assert_eq!(Spi::get_one::<bool>(&format!("SELECT lease_release({A})")), Ok(Some(true)));
+        assert_eq!(Spi::get_one::<bool>(&format!("SELECT lease_lock.lease_release({A})")), Ok(Some(true)));
     }
 
     #[pg_test]
@@ -84,8 +84,8 @@ mod tests {
         acquire(A, "10 s", "a_held_lease_is_refused_with_the_holders");
         assert_eq!(acquire(B, "10 s", "a_held_lease_is_refused_with_the_holders"), (false, None, Some(true)));
         let same_expiry = Spi::get_one::<bool>(&format!(
-            "SELECT (SELECT expires_at FROM lease_acquire({B}, interval '1 s', 'a_held_lease_is_refused_with_the_holders'))
-                  = (SELECT expires_at FROM lease_status WHERE lease_name = 'a_held_lease_is_refused_with_the_holders')"
+            "SELECT (SELECT expires_at FROM lease_lock.lease_acquire({B}, interval '1 s', 'a_held_lease_is_refused_with_the_holders'))
+                  = (SELECT expires_at FROM lease_lock.lease_status WHERE lease_name = 'a_held_lease_is_refused_with_the_holders')"
         ));
         assert_eq!(same_expiry, Ok(Some(true)));
         assert_eq!(refresh(B, "10 s", "a_held_lease_is_refused_with_the_holders"), (false, None, Some(true)));
@@ -123,7 +123,7 @@ mod tests {
         assert!(release(A, "release_frees_the_lease_at_once_and_keep"));
         assert!(!release(A, "release_frees_the_lease_at_once_and_keep"), "a second release finds nothing to release");
         assert_eq!(acquire(B, "10 s", "release_frees_the_lease_at_once_and_keep"), (true, Some(2), Some(true)));
-        let rows = Spi::get_one::<i64>("SELECT count(*) FROM lease_status WHERE lease_name = 'release_frees_the_lease_at_once_and_keep'");
+        let rows = Spi::get_one::<i64>("SELECT count(*) FROM lease_lock.lease_status WHERE lease_name = 'release_frees_the_lease_at_once_and_keep'");
         assert_eq!(rows, Ok(Some(1)));
     }
 
@@ -138,26 +138,26 @@ mod tests {
     #[pg_test]
     fn fence_accepts_only_the_current_unexpired_tenure() {
         let token = acquire(A, "10 s", "fence_accepts_only_the_current_unexpired").1.unwrap();
-        Spi::run(&format!("SELECT lease_fence({token}, 'fence_accepts_only_the_current_unexpired')")).expect("current token passes");
-        assert_sqlstate(&format!("SELECT lease_fence({}, 'fence_accepts_only_the_current_unexpired')", token + 1), "LL001");
-        assert_sqlstate(&format!("SELECT lease_fence({}, 'fence_accepts_only_the_current_unexpired')", token - 1), "LL001");
-        assert_sqlstate("SELECT lease_fence(1, 'never-taken')", "LL001");
+        Spi::run(&format!("SELECT lease_lock.lease_fence({token}, 'fence_accepts_only_the_current_unexpired')")).expect("current token passes");
+        assert_sqlstate(&format!("SELECT lease_lock.lease_fence({}, 'fence_accepts_only_the_current_unexpired')", token + 1), "LL001");
+        assert_sqlstate(&format!("SELECT lease_lock.lease_fence({}, 'fence_accepts_only_the_current_unexpired')", token - 1), "LL001");
+        assert_sqlstate("SELECT lease_lock.lease_fence(1, 'never-taken')", "LL001");
         assert!(release(A, "fence_accepts_only_the_current_unexpired"));
-        assert_sqlstate(&format!("SELECT lease_fence({token}, 'fence_accepts_only_the_current_unexpired')"), "LL001");
+        assert_sqlstate(&format!("SELECT lease_lock.lease_fence({token}, 'fence_accepts_only_the_current_unexpired')"), "LL001");
     }
 
     #[pg_test]
     fn fence_rejects_an_expired_tenure() {
         let token = acquire(A, "100 ms", "fence_rejects_an_expired_tenure").1.unwrap();
         sleep(0.2);
-        assert_sqlstate(&format!("SELECT lease_fence({token}, 'fence_rejects_an_expired_tenure')"), "LL001");
+        assert_sqlstate(&format!("SELECT lease_lock.lease_fence({token}, 'fence_rejects_an_expired_tenure')"), "LL001");
     }
 
     #[pg_test]
     fn evict_ends_any_tenure() {
         acquire(A, "1 hour", "evict_ends_any_tenure");
-        assert_eq!(Spi::get_one::<bool>("SELECT lease_evict('evict_ends_any_tenure')"), Ok(Some(true)));
-        assert_eq!(Spi::get_one::<bool>("SELECT lease_evict('evict_ends_any_tenure')"), Ok(Some(false)));
+        assert_eq!(Spi::get_one::<bool>("SELECT lease_lock.lease_evict('evict_ends_any_tenure')"), Ok(Some(true)));
+        assert_eq!(Spi::get_one::<bool>("SELECT lease_lock.lease_evict('evict_ends_any_tenure')"), Ok(Some(false)));
         assert!(!refresh(A, "10 s", "evict_ends_any_tenure").0);
         assert_eq!(acquire(B, "10 s", "evict_ends_any_tenure").1, Some(2));
     }
@@ -166,19 +166,19 @@ mod tests {
     fn lease_status_shows_holder_token_and_held() {
         acquire(A, "10 s", "lease_status_shows_holder_token_and_held");
         let row = Spi::get_three::<String, i64, bool>(
-            "SELECT holder::text, fencing_token, held FROM lease_status WHERE lease_name = 'lease_status_shows_holder_token_and_held'",
+            "SELECT holder::text, fencing_token, held FROM lease_lock.lease_status WHERE lease_name = 'lease_status_shows_holder_token_and_held'",
         );
         assert_eq!(
             row,
             Ok((Some("00000000-0000-0000-0000-00000000000a".into()), Some(1), Some(true)))
         );
         let role = Spi::get_one::<bool>(
-            "SELECT holder_role::text = current_user FROM lease_status WHERE lease_name = 'lease_status_shows_holder_token_and_held'",
+            "SELECT holder_role::text = current_user FROM lease_lock.lease_status WHERE lease_name = 'lease_status_shows_holder_token_and_held'",
         );
         assert_eq!(role, Ok(Some(true)));
         release(A, "lease_status_shows_holder_token_and_held");
         let held = Spi::get_two::<bool, bool>(
-            "SELECT held, holder IS NULL FROM lease_status WHERE lease_name = 'lease_status_shows_holder_token_and_held'",
+            "SELECT held, holder IS NULL FROM lease_lock.lease_status WHERE lease_name = 'lease_status_shows_holder_token_and_held'",
         );
         assert_eq!(held, Ok((Some(false), Some(true))));
     }
@@ -186,17 +186,17 @@ mod tests {
     #[pg_test]
     fn null_arguments_are_rejected_with_22004() {
         for sql in [
-            "SELECT * FROM lease_acquire(NULL, interval '1 s', 'null_arguments_are_rejected_with_22004')".to_string(),
-            format!("SELECT * FROM lease_acquire({A}, NULL, 'null_arguments_are_rejected_with_22004')"),
-            format!("SELECT * FROM lease_acquire({A}, interval '1 s', NULL)"),
-            "SELECT * FROM lease_refresh(NULL, interval '1 s', 'null_arguments_are_rejected_with_22004')".to_string(),
-            format!("SELECT * FROM lease_refresh({A}, NULL, 'null_arguments_are_rejected_with_22004')"),
-            format!("SELECT * FROM lease_refresh({A}, interval '1 s', NULL)"),
-            "SELECT lease_release(NULL, 'null_arguments_are_rejected_with_22004')".to_string(),
-            format!("SELECT lease_release({A}, NULL)"),
-            "SELECT lease_fence(NULL, 'null_arguments_are_rejected_with_22004')".to_string(),
-            "SELECT lease_fence(1, NULL)".to_string(),
-            "SELECT lease_evict(NULL)".to_string(),
+            "SELECT * FROM lease_lock.lease_acquire(NULL, interval '1 s', 'null_arguments_are_rejected_with_22004')".to_string(),
+            format!("SELECT * FROM lease_lock.lease_acquire({A}, NULL, 'null_arguments_are_rejected_with_22004')"),
+            format!("SELECT * FROM lease_lock.lease_acquire({A}, interval '1 s', NULL)"),
+            "SELECT * FROM lease_lock.lease_refresh(NULL, interval '1 s', 'null_arguments_are_rejected_with_22004')".to_string(),
+            format!("SELECT * FROM lease_lock.lease_refresh({A}, NULL, 'null_arguments_are_rejected_with_22004')"),
+            format!("SELECT * FROM lease_lock.lease_refresh({A}, interval '1 s', NULL)"),
+            "SELECT lease_lock.lease_release(NULL, 'null_arguments_are_rejected_with_22004')".to_string(),
+            format!("SELECT lease_lock.lease_release({A}, NULL)"),
+            "SELECT lease_lock.lease_fence(NULL, 'null_arguments_are_rejected_with_22004')".to_string(),
+            "SELECT lease_lock.lease_fence(1, NULL)".to_string(),
+            "SELECT lease_lock.lease_evict(NULL)".to_string(),
         ] {
             assert_sqlstate(&sql, "22004");
         }
@@ -206,11 +206,11 @@ mod tests {
     fn bad_durations_are_rejected_with_22023() {
         for duration in ["0", "-1 s", "1 mon", "1 year", "1 day 1 second", "100 years", "1 mon -30 days"] {
             assert_sqlstate(
-                &format!("SELECT * FROM lease_acquire({A}, interval '{duration}', 'bad_durations_are_rejected_with_22023')"),
+                &format!("SELECT * FROM lease_lock.lease_acquire({A}, interval '{duration}', 'bad_durations_are_rejected_with_22023')"),
                 "22023",
             );
             assert_sqlstate(
-                &format!("SELECT * FROM lease_refresh({A}, interval '{duration}', 'bad_durations_are_rejected_with_22023')"),
+                &format!("SELECT * FROM lease_lock.lease_refresh({A}, interval '{duration}', 'bad_durations_are_rejected_with_22023')"),
                 "22023",
             );
         }
@@ -223,9 +223,9 @@ mod tests {
     fn bad_lease_names_are_rejected_with_22023() {
         let long = "x".repeat(256);
         for name in ["", long.as_str()] {
-            assert_sqlstate(&format!("SELECT * FROM lease_acquire({A}, interval '1 s', '{name}')"), "22023");
-            assert_sqlstate(&format!("SELECT lease_release({A}, '{name}')"), "22023");
-            assert_sqlstate(&format!("SELECT lease_fence(1, '{name}')"), "22023");
+            assert_sqlstate(&format!("SELECT * FROM lease_lock.lease_acquire({A}, interval '1 s', '{name}')"), "22023");
+            assert_sqlstate(&format!("SELECT lease_lock.lease_release({A}, '{name}')"), "22023");
+            assert_sqlstate(&format!("SELECT lease_lock.lease_fence(1, '{name}')"), "22023");
         }
         assert!(acquire(A, "1 s", &"x".repeat(255)).0);
         assert!(acquire(A, "1 s", "ünïcödé lease/name with spaces").0);
@@ -234,9 +234,9 @@ mod tests {
     #[pg_test]
     fn bad_input_changes_nothing() {
         acquire(A, "10 s", "bad_input_changes_nothing");
-        assert_sqlstate(&format!("SELECT * FROM lease_acquire({A}, interval '-1 s', 'bad_input_changes_nothing')"), "22023");
-        assert_sqlstate(&format!("SELECT * FROM lease_refresh({A}, interval '1 mon', 'bad_input_changes_nothing')"), "22023");
-        let row = Spi::get_two::<i64, bool>("SELECT fencing_token, held FROM lease_status WHERE lease_name = 'bad_input_changes_nothing'");
+        assert_sqlstate(&format!("SELECT * FROM lease_lock.lease_acquire({A}, interval '-1 s', 'bad_input_changes_nothing')"), "22023");
+        assert_sqlstate(&format!("SELECT * FROM lease_lock.lease_refresh({A}, interval '1 mon', 'bad_input_changes_nothing')"), "22023");
+        let row = Spi::get_two::<i64, bool>("SELECT fencing_token, held FROM lease_lock.lease_status WHERE lease_name = 'bad_input_changes_nothing'");
         assert_eq!(row, Ok((Some(1), Some(true))));
     }
 
@@ -244,9 +244,9 @@ mod tests {
     fn create_roles() {
         Spi::run(
             "CREATE ROLE lease_alice; CREATE ROLE lease_bob; CREATE ROLE lease_mallory;
-             GRANT EXECUTE ON FUNCTION lease_acquire(uuid, interval, text),
-                 lease_refresh(uuid, interval, text), lease_release(uuid, text),
-                 lease_fence(bigint, text) TO lease_alice, lease_bob",
+             GRANT EXECUTE ON FUNCTION lease_lock.lease_acquire(uuid, interval, text),
+                 lease_lock.lease_refresh(uuid, interval, text), lease_lock.lease_release(uuid, text),
+                 lease_lock.lease_fence(bigint, text) TO lease_alice, lease_bob",
         )
         .expect("roles created");
     }
@@ -262,18 +262,18 @@ mod tests {
     #[pg_test]
     fn another_role_cannot_use_a_holders_id() {
         create_roles();
-        assert_eq!(as_role("lease_alice", &format!("SELECT * FROM lease_acquire({A}, interval '10 s', 'another_role_cannot_use_a_holders_id')")), None);
+        assert_eq!(as_role("lease_alice", &format!("SELECT * FROM lease_lock.lease_acquire({A}, interval '10 s', 'another_role_cannot_use_a_holders_id')")), None);
         for sql in [
-            format!("SELECT * FROM lease_refresh({A}, interval '10 s', 'another_role_cannot_use_a_holders_id')"),
-            format!("SELECT * FROM lease_acquire({A}, interval '10 s', 'another_role_cannot_use_a_holders_id')"),
-            format!("SELECT lease_release({A}, 'another_role_cannot_use_a_holders_id')"),
+            format!("SELECT * FROM lease_lock.lease_refresh({A}, interval '10 s', 'another_role_cannot_use_a_holders_id')"),
+            format!("SELECT * FROM lease_lock.lease_acquire({A}, interval '10 s', 'another_role_cannot_use_a_holders_id')"),
+            format!("SELECT lease_lock.lease_release({A}, 'another_role_cannot_use_a_holders_id')"),
         ] {
             assert_eq!(as_role("lease_bob", &sql).as_deref(), Some("42501"), "{sql}");
         }
         // Alice still holds it, with the same token.
-        assert_eq!(as_role("lease_alice", &format!("SELECT * FROM lease_refresh({A}, interval '10 s', 'another_role_cannot_use_a_holders_id')")), None);
+        assert_eq!(as_role("lease_alice", &format!("SELECT * FROM lease_lock.lease_refresh({A}, interval '10 s', 'another_role_cannot_use_a_holders_id')")), None);
         let row = Spi::get_two::<i64, String>(
-            "SELECT fencing_token, holder_role::text FROM lease_status WHERE lease_name = 'another_role_cannot_use_a_holders_id'",
+            "SELECT fencing_token, holder_role::text FROM lease_lock.lease_status WHERE lease_name = 'another_role_cannot_use_a_holders_id'",
         );
         assert_eq!(row, Ok((Some(1), Some("lease_alice".into()))));
     }
@@ -282,20 +282,20 @@ mod tests {
     fn roles_without_grants_cannot_call_or_write_the_table() {
         create_roles();
         assert_eq!(
-            as_role("lease_mallory", &format!("SELECT * FROM lease_acquire({A}, interval '10 s', 'roles_without_grants_cannot_call_or_writ')")).as_deref(),
+            as_role("lease_mallory", &format!("SELECT * FROM lease_lock.lease_acquire({A}, interval '10 s', 'roles_without_grants_cannot_call_or_writ')")).as_deref(),
             Some("42501")
         );
-        assert_eq!(as_role("lease_mallory", "SELECT lease_evict('roles_without_grants_cannot_call_or_writ')").as_deref(), Some("42501"));
-        assert_eq!(as_role("lease_alice", "SELECT lease_evict('roles_without_grants_cannot_call_or_writ')").as_deref(), Some("42501"));
+        assert_eq!(as_role("lease_mallory", "SELECT lease_lock.lease_evict('roles_without_grants_cannot_call_or_writ')").as_deref(), Some("42501"));
+        assert_eq!(as_role("lease_alice", "SELECT lease_lock.lease_evict('roles_without_grants_cannot_call_or_writ')").as_deref(), Some("42501"));
         for sql in [
-            "UPDATE leases SET expires_at = now()",
-            "DELETE FROM leases",
-            "INSERT INTO leases VALUES ('x', 1, NULL, NULL, now(), now(), now())",
-            "SELECT * FROM leases",
+            "UPDATE lease_lock.leases SET expires_at = now()",
+            "DELETE FROM lease_lock.leases",
+            "INSERT INTO lease_lock.leases VALUES ('x', 1, NULL, NULL, now(), now(), now())",
+            "SELECT * FROM lease_lock.leases",
         ] {
             assert_eq!(as_role("lease_alice", sql).as_deref(), Some("42501"), "{sql}");
         }
-        assert_eq!(as_role("lease_mallory", "SELECT count(*) FROM lease_status"), None);
+        assert_eq!(as_role("lease_mallory", "SELECT count(*) FROM lease_lock.lease_status"), None);
     }
 
     #[pg_test]
@@ -327,55 +327,106 @@ mod tests {
     }
 
     /// Simulates a failover: the row was last written on another timeline, and its expiry misses
-    /// renewals the old primary acknowledged (it is already past).
+    /// renewals the old primary acknowledged (it is already past). On timeline 1 there is no
+    /// history file, so the failover hold counts from the server's start (protocol.rs).
     fn from_older_timeline(name: &str) {
         Spi::run(&format!(
-            "UPDATE leases SET timeline = timeline - 1, expires_at = clock_timestamp() - interval '1 s',
+            "UPDATE lease_lock.leases SET timeline = timeline - 1, expires_at = clock_timestamp() - interval '1 s',
                  renewed_at = clock_timestamp() - interval '1.3 s' WHERE lease_name = '{name}'"
         ))
         .expect("rewrite row");
     }
 
+    /// `expires_at` as reported equals the end of the failover hold for `duration`.
+    fn hold_ends(sql: &str, duration: &str) -> bool {
+        Spi::get_one::<bool>(&format!(
+            "SELECT expires_at = pg_postmaster_start_time() + interval '{duration}' FROM {sql}"
+        ))
+        .expect("query runs")
+        .expect("not NULL")
+    }
+
     #[pg_test]
-    fn after_a_failover_the_holder_keeps_its_tenure() {
+    fn after_a_failover_the_holder_keeps_its_tenure_by_refreshing() {
         let name = "after_a_failover_the_holder_keeps_its_tenure";
-        assert_eq!(acquire(A, "300 ms", name).1, Some(1));
+        assert_eq!(acquire(A, "1 hour", name).1, Some(1));
         from_older_timeline(name);
-        // The holder renews although the replicated expiry has passed: nobody took it since.
-        assert_eq!(refresh(A, "300 ms", name), (true, Some(1), Some(true)));
+        // The holder renews although the replicated expiry has passed: it still believes it
+        // holds the lease, and nobody can have taken it while it did.
+        assert_eq!(refresh(A, "1 hour", name), (true, Some(1), Some(true)));
         let timeline = Spi::get_one::<bool>(&format!(
-            "SELECT timeline = (SELECT timeline_id FROM pg_control_checkpoint()) FROM lease_status WHERE lease_name = '{name}'"
+            "SELECT timeline = (SELECT timeline_id FROM pg_control_checkpoint()) FROM lease_lock.lease_status WHERE lease_name = '{name}'"
         ));
         assert_eq!(timeline, Ok(Some(true)));
+        // Back on this timeline, acquire renews it as usual.
+        assert_eq!(acquire(A, "1 hour", name).1, Some(1));
     }
 
     #[pg_test]
-    fn after_a_failover_others_wait_one_more_lease_duration() {
-        let name = "after_a_failover_others_wait_one_more_lease";
-        assert_eq!(acquire(A, "300 ms", name).1, Some(1));
+    fn after_a_failover_acquire_never_continues_an_old_tenure() {
+        // The holder may have released the lease on the lost timeline and another taken it:
+        // lease_acquire (the caller does not claim to hold it) waits out the hold like anyone.
+        let name = "after_a_failover_acquire_never_continues";
+        assert_eq!(acquire(A, "1 hour", name).1, Some(1));
         from_older_timeline(name);
-        // B's first call re-arms A's tenure for its last duration (300 ms) from now.
-        assert_eq!(acquire(B, "10 s", name), (false, None, Some(true)));
-        assert_eq!(refresh(A, "300 ms", name).1, Some(1));
-        sleep(0.4);
-        assert_eq!(acquire(B, "10 s", name), (true, Some(2), Some(true)));
+        assert_eq!(acquire(A, "1 hour", name), (false, None, Some(true)));
+        assert!(hold_ends(&format!("lease_lock.lease_acquire({A}, interval '1 hour', '{name}')"), "1 hour"));
+        assert_eq!(acquire(B, "1 hour", name), (false, None, Some(true)));
     }
 
     #[pg_test]
-    fn after_a_failover_a_released_lease_is_free_at_once() {
-        let name = "after_a_failover_a_released_lease_is_free";
-        acquire(A, "10 s", name);
+    fn after_a_failover_others_wait_until_the_hold_ends() {
+        let name = "after_a_failover_others_wait_until_the_hold";
+        assert_eq!(acquire(A, "1 hour", name).1, Some(1));
+        from_older_timeline(name);
+        // The hold lasts the longest duration the name was ever granted, or the caller's.
+        assert!(hold_ends(&format!("lease_lock.lease_acquire({B}, interval '10 s', '{name}')"), "1 hour"));
+        assert!(hold_ends(&format!("lease_lock.lease_acquire({B}, interval '2 hours', '{name}')"), "2 hours"));
+        // Refused callers wrote nothing: the row is still the old timeline's.
+        let old = Spi::get_one::<bool>(&format!(
+            "SELECT timeline <> (SELECT timeline_id FROM pg_control_checkpoint()) FROM lease_lock.leases WHERE lease_name = '{name}'"
+        ));
+        assert_eq!(old, Ok(Some(true)));
+    }
+
+    #[pg_test]
+    fn after_a_failover_a_short_hold_that_has_passed_frees_the_lease() {
+        let name = "after_a_failover_a_short_hold_has_passed";
+        assert_eq!(acquire(A, "200 ms", name).1, Some(1));
+        from_older_timeline(name);
+        sleep(0.25); // the server started at least this long ago now
+        assert_eq!(acquire(B, "200 ms", name), (true, Some(2), Some(true)));
+    }
+
+    #[pg_test]
+    fn after_a_failover_a_released_lease_is_still_held_off() {
+        // The release may be a retry of one the old primary had already done, after which
+        // another holder may have started a tenure that was lost.
+        let name = "after_a_failover_a_released_lease_is_held_off";
+        acquire(A, "1 hour", name);
         assert!(release(A, name));
         from_older_timeline(name);
-        assert_eq!(acquire(B, "10 s", name), (true, Some(2), Some(true)));
+        assert!(hold_ends(&format!("lease_lock.lease_acquire({B}, interval '1 s', '{name}')"), "1 hour"));
+    }
+
+    #[pg_test]
+    fn after_a_failover_the_holders_release_keeps_the_hold() {
+        let name = "after_a_failover_the_holders_release_keeps";
+        acquire(A, "1 hour", name);
+        from_older_timeline(name);
+        assert!(release(A, name));
+        assert_eq!(refresh(A, "1 hour", name).0, false);
+        assert!(hold_ends(&format!("lease_lock.lease_acquire({B}, interval '1 s', '{name}')"), "1 hour"));
     }
 
     #[pg_test]
     fn after_a_failover_evict_ends_the_old_tenure() {
         let name = "after_a_failover_evict_ends_the_old_tenure";
-        acquire(A, "300 ms", name);
+        acquire(A, "200 ms", name);
         from_older_timeline(name);
-        assert_eq!(Spi::get_one::<bool>(&format!("SELECT lease_evict('{name}')")), Ok(Some(true)));
+        assert_eq!(Spi::get_one::<bool>(&format!("SELECT lease_lock.lease_evict('{name}')")), Ok(Some(true)));
+        assert_eq!(refresh(A, "200 ms", name).0, false);
+        sleep(0.25);
         assert_eq!(acquire(B, "10 s", name), (true, Some(2), Some(true)));
     }
 }
