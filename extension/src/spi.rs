@@ -3,7 +3,7 @@
 //! What the query texts may resolve by name, and why that is safe (see `docs/security.md`):
 //! - the tables are `lease_lock.leases` and `lease_lock.lease_count`, in the schema the control
 //!   file pins, which `CREATE EXTENSION` refuses unless a superuser owns it and which
-//!   [`SpiSession::connect`] checks again before preparing. PostgreSQL re-analyses a cached plan's
+//!   [`SpiSession::connect`] checks again at every call. PostgreSQL re-analyses a cached plan's
 //!   text when the plan is invalidated, so a name is looked up again then: only a superuser can
 //!   rename or replace anything in that schema;
 //! - operators and functions are spelled `OPERATOR(pg_catalog.x)` / `pg_catalog.f`, so a
@@ -184,14 +184,17 @@ pub enum Snapshot {
 }
 
 impl SpiSession {
-    pub fn connect() -> SpiSession {
+    /// Opens SPI for one call, after checking that a superuser still owns the schema (two
+    /// syscache hits: well under a microsecond).
+    pub fn connect() -> Result<SpiSession, LeaseError> {
+        Self::check_schema()?;
         // SAFETY: called inside a function PostgreSQL invoked (a transaction is open); the
         // matching SPI_finish is in Drop, or AtEOXact_SPI on error.
         unsafe { pg_sys::SPI_connect() };
-        SpiSession(())
+        Ok(SpiSession(()))
     }
 
-    /// Refuses to prepare queries unless the schema is owned by a superuser: its owner could
+    /// Refuses to run the queries unless the schema is owned by a superuser: its owner could
     /// otherwise swap the tables the cached plans name (`CREATE EXTENSION` checks the same).
     fn check_schema() -> Result<(), LeaseError> {
         let name = CString::new(SCHEMA).expect("no NUL");
@@ -231,7 +234,6 @@ impl SpiSession {
         if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&stmt).copied()) {
             return Ok(plan);
         }
-        Self::check_schema()?;
         let sql = CString::new(stmt.sql()).expect("query text has no NUL");
         let types = stmt.arg_types();
         // SAFETY: the text and the type array outlive the call; SPI is connected.

@@ -161,7 +161,7 @@ fn with_call<T>(
     let _owner = AsOwner::enter(site.owner);
     let _bound = LockWaitBound::enter();
     let _plans = IndexPlans::enter();
-    let spi = SpiSession::connect();
+    let spi = SpiSession::connect()?;
     op(&LeaseCall { spi: &spi, name, name_str, role, now, timeline })
 }
 

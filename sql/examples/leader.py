@@ -51,8 +51,8 @@ else:
 
 # The server computes how long the holder's lease has left on its own clock: ours may disagree.
 ACQUIRE = """SELECT acquired, fencing_token, extract(epoch FROM expires_at - clock_timestamp())::float8
-             FROM lease_acquire(%s, %s, %s)"""
-RENEW = "SELECT acquired FROM lease_refresh(%s, %s, %s)"
+             FROM lease_lock.lease_acquire(%s, %s, %s)"""
+RENEW = "SELECT acquired FROM lease_lock.lease_refresh(%s, %s, %s)"
 ARGS = (HOLDER, timedelta(seconds=LEASE), NAME)
 # Created here for a quick try; a role without CREATE on the schema needs it created beforehand.
 CREATE_LEDGER = """DO $$ BEGIN IF to_regclass('ledger') IS NULL THEN
@@ -103,7 +103,7 @@ def work(app, token):
     # tenure, and holds off the next tenure until it commits: a deposed leader's row can never
     # land after a successor's.
     with app.transaction():
-        app.execute("SELECT lease_fence(%s, %s)", (token, NAME))
+        app.execute("SELECT lease_lock.lease_fence(%s, %s)", (token, NAME))
         app.execute("INSERT INTO ledger (token, worker) VALUES (%s, %s)", (token, WORKER))
 
 
@@ -113,7 +113,7 @@ def release():
     try:
         with psycopg.connect(CONNINFO, autocommit=True, connect_timeout=2,
                              prepare_threshold=None) as conn:
-            released = conn.execute("SELECT lease_release(%s, %s)", (HOLDER, NAME)).fetchone()[0]
+            released = conn.execute("SELECT lease_lock.lease_release(%s, %s)", (HOLDER, NAME)).fetchone()[0]
         log("released the lease" if released else "stopped; did not hold the lease")
     except psycopg.Error as e:
         log(f"release failed, the lease will expire: {e}")

@@ -91,13 +91,13 @@ failed() {
 # clock may disagree with the server's.
 acquire_sql="SELECT acquired, fencing_token,
     ceil(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint
-    FROM lease_acquire('$holder', '$lease_ms ms', $name_lit)"
-refresh_sql="SELECT acquired FROM lease_refresh('$holder', '$lease_ms ms', $name_lit)"
+    FROM lease_lock.lease_acquire('$holder', '$lease_ms ms', $name_lit)"
+refresh_sql="SELECT acquired FROM lease_lock.lease_refresh('$holder', '$lease_ms ms', $name_lit)"
 # The fence makes the transaction fail with LL001 unless $token is still the current tenure, and
 # holds off the next tenure until it commits: a deposed leader's row can never land after a
 # successor's.
 write_sql() {
-    echo "BEGIN; SELECT lease_fence($token, $name_lit);
+    echo "BEGIN; SELECT lease_lock.lease_fence($token, $name_lit);
           INSERT INTO ledger (token, worker) VALUES ($token, $worker_lit); COMMIT"
 }
 
@@ -160,7 +160,7 @@ done
 
 # Free the lease now so that a standby need not wait for it to expire. Released even when the
 # renew deadline had passed: the server may still count us as the holder.
-if [ "$(sql "SELECT lease_release('$holder', $name_lit)")" = t ]; then
+if [ "$(sql "SELECT lease_lock.lease_release('$holder', $name_lit)")" = t ]; then
     log "released the lease"
 else
     log "stopped; did not hold the lease"

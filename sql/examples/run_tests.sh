@@ -19,7 +19,7 @@
 #   deadline   the lease row is locked FOR SHARE for 3 s, so renewals fail but fenced writes
 #              pass: the leader logs "stop leading" (renew deadline) before its lease expires,
 #              and writes nothing after that
-#   evict      lease_evict while a fenced transaction (2 s) of the leader's tenure is open: the
+#   evict      lease_lock.lease_evict while a fenced transaction (2 s) of the leader's tenure is open: the
 #              leader logs "stop leading" and writes nothing after that; no other tenure writes before
 #              that transaction ends, and a new tenure starts after it, within REFRESH_MS * 1.25
 #              + 1 s (a standby's retry interval)
@@ -145,7 +145,7 @@ wait_leader() {
         row=$(q "$db" "SELECT s.fencing_token, s.held, extract(epoch FROM s.expires_at),
                               extract(epoch FROM s.acquired_at),
                               (SELECT worker FROM ledger WHERE token = s.fencing_token LIMIT 1)
-                       FROM lease_status s WHERE s.lease_name = '$LEASE_NAME'")
+                       FROM lease_lock.lease_status s WHERE s.lease_name = '$LEASE_NAME'")
         IFS='|' read -r tok held exp acq w <<<"$row"
         if [ -n "$tok" ]; then
             [ "$tok" = "$after" ] && OLD_EXPIRES=$exp
@@ -168,9 +168,9 @@ setup_db() {
         q "$1" "CREATE EXTENSION lease_lock;
                 CREATE TABLE ledger (token bigint, worker text, at timestamptz DEFAULT clock_timestamp());
                 GRANT SELECT, INSERT ON ledger TO ll_a, ll_b;
-                GRANT EXECUTE ON FUNCTION lease_acquire(uuid, interval, text),
-                    lease_refresh(uuid, interval, text), lease_release(uuid, text),
-                    lease_fence(bigint, text) TO ll_a, ll_b" >/dev/null
+                GRANT EXECUTE ON FUNCTION lease_lock.lease_acquire(uuid, interval, text),
+                    lease_lock.lease_refresh(uuid, interval, text), lease_lock.lease_release(uuid, text),
+                    lease_lock.lease_fence(bigint, text) TO ll_a, ll_b" >/dev/null
 }
 
 # --- one mode: two workers, every scenario ------------------------------------------------------
@@ -192,7 +192,7 @@ run_mode() {
 
     # graceful: SIGTERM -> release -> the standby takes over long before the lease would expire.
     local expires_before
-    expires_before=$(q "$db" "SELECT extract(epoch FROM expires_at) FROM lease_status WHERE lease_name = '$LEASE_NAME'")
+    expires_before=$(q "$db" "SELECT extract(epoch FROM expires_at) FROM lease_lock.lease_status WHERE lease_name = '$LEASE_NAME'")
     t0=$EPOCHREALTIME
     stop_gracefully "$mode" "$leader"
     if ! wait_leader "$db" "$t1" 10; then
@@ -247,7 +247,7 @@ run_mode() {
 
     # stale: the killed tenure's token can no longer write.
     if out=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -d "$db" -c "BEGIN;
-            SELECT lease_fence($old_token, '$LEASE_NAME');
+            SELECT lease_lock.lease_fence($old_token, '$LEASE_NAME');
             INSERT INTO ledger (token, worker) VALUES ($old_token, 'stale-writer'); COMMIT" 2>&1); then
         fail "$label: stale fencing token refused (LL001)" "the fenced write with token $old_token succeeded"
     elif ! grep -q LL001 <<<"$out"; then
@@ -269,7 +269,7 @@ run_mode() {
     sleep "$(calc "$LEASE_MS / 1000")"
     IFS='|' read -r tok held w <<<"$(q "$db" "SELECT fencing_token, held,
         (SELECT count(*) FROM ledger WHERE token = s.fencing_token AND at > to_timestamp($t0))
-        FROM lease_status s WHERE lease_name = '$LEASE_NAME'")"
+        FROM lease_lock.lease_status s WHERE lease_name = '$LEASE_NAME'")"
     if [ "$tok" != "$old_token" ] || [ "$held" != t ]; then
         fail "$label: leader keeps its tenure across a lost connection" "tenure $tok (held: $held) instead of $old_token"
     elif [ "$w" = 0 ]; then
@@ -294,7 +294,7 @@ run_mode() {
     done
     # Renewals cannot move expires_at any more.
     IFS='|' read -r tok old_expires <<<"$(q "$db" "SELECT fencing_token, extract(epoch FROM expires_at)
-        FROM lease_status WHERE lease_name = '$LEASE_NAME' AND held")"
+        FROM lease_lock.lease_status WHERE lease_name = '$LEASE_NAME' AND held")"
     wait "$blocker"
     if [ "$tok" != "$old_token" ]; then
         fail "$label: leader that cannot renew stops at its renew deadline" "tenure $tok held when the row was locked, not $old_token"
@@ -326,7 +326,7 @@ run_mode() {
         old_token=$TOKEN leader=${WORKER#"$mode-"}
         fenced_out=$WORK/fenced.out
         PGAPPNAME=ll_fenced psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$db" -c "BEGIN;
-            SELECT lease_fence($old_token, '$LEASE_NAME'); SELECT pg_sleep(2);
+            SELECT lease_lock.lease_fence($old_token, '$LEASE_NAME'); SELECT pg_sleep(2);
             SELECT extract(epoch FROM clock_timestamp()); COMMIT" >"$fenced_out" 2>&1 &
         blocker=$!
         for ((n = 0; n < 100; n++)); do
@@ -334,7 +334,7 @@ run_mode() {
             sleep 0.05
         done
         t0=$EPOCHREALTIME
-        IFS='|' read -r evicted t_evict <<<"$(q "$db" "SELECT lease_evict('$LEASE_NAME'), extract(epoch FROM clock_timestamp())")"
+        IFS='|' read -r evicted t_evict <<<"$(q "$db" "SELECT lease_lock.lease_evict('$LEASE_NAME'), extract(epoch FROM clock_timestamp())")"
         wait "$blocker"
         fenced_end=$(tail -1 "$fenced_out")
         line=$(awk -v t="$t0" '$1 >= t && /stop leading/ { print; exit }' "$WORK/$mode-$leader.log")
@@ -345,7 +345,7 @@ run_mode() {
             (SELECT min(token) FROM ledger WHERE token > $old_token AND at < to_timestamp(${fenced_end:-0})),
             (SELECT count(*) FROM ledger WHERE token = $old_token AND at > to_timestamp(${ts:-0}))")"
         if [ "$evicted" != t ]; then
-            fail "$label: evicted leader stops, fenced transaction holds off the next tenure" "lease_evict returned $evicted"
+            fail "$label: evicted leader stops, fenced transaction holds off the next tenure" "lease_lock.lease_evict returned $evicted"
         elif [ -z "$fenced_end" ] || ! grep -qE '^[0-9.]+$' <<<"$fenced_end"; then
             fail "$label: evicted leader stops, fenced transaction holds off the next tenure" "the fenced transaction failed: $(cat "$fenced_out")"
         elif [ -z "$line" ] || ! lt "$ts" "$fenced_end"; then

@@ -8,48 +8,48 @@ END $$;
 CREATE ROLE regress_lease_app1;
 CREATE ROLE regress_lease_app2;
 CREATE ROLE regress_lease_other;
-GRANT EXECUTE ON FUNCTION lease_acquire(uuid, interval, text), lease_refresh(uuid, interval, text),
-    lease_release(uuid, text), lease_fence(bigint, text)
+GRANT EXECUTE ON FUNCTION lease_lock.lease_acquire(uuid, interval, text), lease_lock.lease_refresh(uuid, interval, text),
+    lease_lock.lease_release(uuid, text), lease_lock.lease_fence(bigint, text)
 TO regress_lease_app1, regress_lease_app2;
 
 -- Ungranted roles cannot call the functions; nobody but the owner touches the table.
 SET ROLE regress_lease_other;
-SELECT pg_temp.try($$SELECT * FROM lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 s', 'p')$$);
-SELECT count(*) > 0 AS sees_leases FROM lease_status;
+SELECT pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 s', 'p')$$);
+SELECT count(*) > 0 AS sees_leases FROM lease_lock.lease_status;
 SET ROLE regress_lease_app1;
 SELECT q, pg_temp.try(q) FROM (VALUES
-    ($$SELECT * FROM leases$$),
-    ($$UPDATE leases SET expires_at = now()$$),
-    ($$DELETE FROM leases$$),
-    ($$INSERT INTO leases VALUES ('x', 1, NULL, NULL, now(), now(), now())$$),
-    ($$SELECT lease_evict('p')$$)
+    ($$SELECT * FROM lease_lock.leases$$),
+    ($$UPDATE lease_lock.leases SET expires_at = now()$$),
+    ($$DELETE FROM lease_lock.leases$$),
+    ($$INSERT INTO lease_lock.leases VALUES ('x', 1, NULL, NULL, now(), now(), now())$$),
+    ($$SELECT lease_lock.lease_evict('p')$$)
 ) AS t(q) ORDER BY q;
 
--- app1 takes the lease; app2, knowing app1's holder id from lease_status, cannot use it.
-SELECT acquired, fencing_token FROM lease_acquire('00000000-0000-0000-0000-00000000000a', interval '10 s', 'p');
+-- app1 takes the lease; app2, knowing app1's holder id from lease_lock.lease_status, cannot use it.
+SELECT acquired, fencing_token FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '10 s', 'p');
 SET ROLE regress_lease_app2;
-SELECT holder, holder_role, held FROM lease_status WHERE lease_name = 'p';
+SELECT holder, holder_role, held FROM lease_lock.lease_status WHERE lease_name = 'p';
 SELECT q, pg_temp.try(q) FROM (VALUES
-    ($$SELECT * FROM lease_refresh('00000000-0000-0000-0000-00000000000a', interval '10 s', 'p')$$),
-    ($$SELECT * FROM lease_acquire('00000000-0000-0000-0000-00000000000a', interval '10 s', 'p')$$),
-    ($$SELECT lease_release('00000000-0000-0000-0000-00000000000a', 'p')$$)
+    ($$SELECT * FROM lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '10 s', 'p')$$),
+    ($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '10 s', 'p')$$),
+    ($$SELECT lease_lock.lease_release('00000000-0000-0000-0000-00000000000a', 'p')$$)
 ) AS t(q) ORDER BY q;
 -- With its own holder id app2 is simply refused.
-SELECT acquired, fencing_token FROM lease_acquire('00000000-0000-0000-0000-00000000000b', interval '10 s', 'p');
+SELECT acquired, fencing_token FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000b', interval '10 s', 'p');
 SET ROLE regress_lease_app1;
-SELECT acquired, fencing_token FROM lease_refresh('00000000-0000-0000-0000-00000000000a', interval '10 s', 'p');
-SELECT lease_release('00000000-0000-0000-0000-00000000000a', 'p');
+SELECT acquired, fencing_token FROM lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '10 s', 'p');
+SELECT lease_lock.lease_release('00000000-0000-0000-0000-00000000000a', 'p');
 RESET ROLE;
 
 -- Revoking use works like any function privilege.
-REVOKE EXECUTE ON FUNCTION lease_acquire(uuid, interval, text) FROM regress_lease_app2;
+REVOKE EXECUTE ON FUNCTION lease_lock.lease_acquire(uuid, interval, text) FROM regress_lease_app2;
 SET ROLE regress_lease_app2;
-SELECT pg_temp.try($$SELECT * FROM lease_acquire('00000000-0000-0000-0000-00000000000b', interval '1 s', 'p')$$);
+SELECT pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000b', interval '1 s', 'p')$$);
 RESET ROLE;
 
-SELECT lease_name, fencing_token, held, holder_role FROM lease_status WHERE lease_name = 'p';
+SELECT lease_name, fencing_token, held, holder_role FROM lease_lock.lease_status WHERE lease_name = 'p';
 
-REVOKE ALL ON FUNCTION lease_acquire(uuid, interval, text), lease_refresh(uuid, interval, text),
-    lease_release(uuid, text), lease_fence(bigint, text)
+REVOKE ALL ON FUNCTION lease_lock.lease_acquire(uuid, interval, text), lease_lock.lease_refresh(uuid, interval, text),
+    lease_lock.lease_release(uuid, text), lease_lock.lease_fence(bigint, text)
 FROM regress_lease_app1, regress_lease_app2;
 DROP ROLE regress_lease_app1, regress_lease_app2, regress_lease_other;

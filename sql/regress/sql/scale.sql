@@ -1,0 +1,57 @@
+CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN EXECUTE q; RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9]+', 'N', 'g');
+END $$;
+
+-- Lookups by lease name use the primary key index whatever the table's size and statistics were
+-- when a backend prepared its plans; and administrators bound the number of lease names.
+
+-- Plans prepared while the table is analysed as tiny (the old code then planned sequential
+-- scans and kept them until the next ANALYZE). Autovacuum is kept out of the way meanwhile.
+ALTER TABLE lease_lock.leases SET (autovacuum_enabled = false);
+ANALYZE lease_lock.leases;
+SELECT acquired FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-0');
+SELECT count(*) AS created
+FROM generate_series(1, 3000) g, LATERAL lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-' || g)
+WHERE acquired;
+BEGIN;
+SELECT count(*) AS renewed
+FROM generate_series(1, 200) g, LATERAL lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-' || g)
+WHERE acquired;
+SELECT seq_scan AS sequential_scans, idx_scan >= 200 AS index_scans
+FROM pg_stat_xact_user_tables WHERE relid = 'lease_lock.leases'::regclass;
+COMMIT;
+-- An ANALYZE (which a database owner may run) re-plans: still index scans.
+ANALYZE lease_lock.leases;
+BEGIN;
+SELECT count(*) AS renewed
+FROM generate_series(1, 200) g, LATERAL lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-' || g)
+WHERE acquired;
+SELECT seq_scan AS sequential_scans, idx_scan >= 200 AS index_scans
+FROM pg_stat_xact_user_tables WHERE relid = 'lease_lock.leases'::regclass;
+COMMIT;
+ALTER TABLE lease_lock.leases RESET (autovacuum_enabled);
+
+-- lease_lock.max_lease_names bounds the names (rows are never deleted): a new name beyond it
+-- fails with 53400 and leaves nothing behind; existing names keep working.
+SELECT names AS before FROM lease_lock.lease_count \gset
+SELECT :before = (SELECT count(*) FROM lease_lock.leases) AS count_is_exact;
+SELECT set_config('lease_lock.max_lease_names', (:before + 1)::text, false) IS NOT NULL AS bounded;
+SELECT acquired FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'one-more');
+SELECT pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'one-too-many')$$);
+SELECT names = :before + 1 AS counted, (SELECT count(*) FROM lease_lock.leases WHERE lease_name = 'one-too-many') AS rows_left
+FROM lease_lock.lease_count;
+SELECT acquired FROM lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-1');
+RESET lease_lock.max_lease_names;
+SHOW lease_lock.max_lease_names;
+-- Only a superuser may change the bound.
+CREATE ROLE regress_lease_nobody;
+SET ROLE regress_lease_nobody;
+SET lease_lock.max_lease_names = 0;
+RESET ROLE;
+DROP ROLE regress_lease_nobody;
+
+-- What a lease name costs on disk, for the README: table and indexes, per name.
+SELECT count(*) > 3000 AS many_names,
+       pg_total_relation_size('lease_lock.leases') / count(*) BETWEEN 100 AND 1000 AS bytes_per_name_in_range
+FROM lease_lock.leases;
