@@ -14,24 +14,24 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 sql() { psql -X -q -v ON_ERROR_STOP=1 -P footer=off -c "$1"; }
 
 say "Holder A takes the lease 'demo' for 2 seconds:"
-sql "SELECT acquired, fencing_token FROM lease_acquire('$A', '2 s', 'demo')"
+sql "SELECT acquired, fencing_token FROM lease_lock.lease_acquire('$A', '2 s', 'demo')"
 say "Holder B is refused, and told when A's lease ends:"
-sql "SELECT acquired, fencing_token, expires_at > clock_timestamp() AS until_later FROM lease_acquire('$B', '2 s', 'demo')"
+sql "SELECT acquired, fencing_token, expires_at > clock_timestamp() AS until_later FROM lease_lock.lease_acquire('$B', '2 s', 'demo')"
 say "A renews (same token) and writes protected data under its token:"
-sql "SELECT acquired, fencing_token FROM lease_refresh('$A', '2 s', 'demo')"
+sql "SELECT acquired, fencing_token FROM lease_lock.lease_refresh('$A', '2 s', 'demo')"
 sql "CREATE TABLE orders_log (token bigint, entry text)"
-sql "BEGIN; SELECT lease_fence(1, 'demo'); INSERT INTO orders_log VALUES (1, 'written by A'); COMMIT;" >/dev/null
+sql "BEGIN; SELECT lease_lock.lease_fence(1, 'demo'); INSERT INTO orders_log VALUES (1, 'written by A'); COMMIT;" >/dev/null
 say "A releases; B takes over at once with token 2:"
-sql "SELECT lease_release('$A', 'demo') AS released"
-sql "SELECT acquired, fencing_token FROM lease_acquire('$B', '2 s', 'demo')"
+sql "SELECT lease_lock.lease_release('$A', 'demo') AS released"
+sql "SELECT acquired, fencing_token FROM lease_lock.lease_acquire('$B', '2 s', 'demo')"
 say "A, unaware, tries to write with its old token: refused (SQLSTATE LL001), nothing written:"
-psql -X -q -c "BEGIN; SELECT lease_fence(1, 'demo'); INSERT INTO orders_log VALUES (1, 'stale write by A'); COMMIT;" 2>&1 | sed -n '1,2p' || true
+psql -X -q -c "BEGIN; SELECT lease_lock.lease_fence(1, 'demo'); INSERT INTO orders_log VALUES (1, 'stale write by A'); COMMIT;" 2>&1 | sed -n '1,2p' || true
 sql "SELECT * FROM orders_log"
 say "B stops renewing (say it crashed). After 2 s its lease expires and A takes over with token 3:"
 sleep 2.1
-sql "SELECT acquired, fencing_token FROM lease_acquire('$A', '2 s', 'demo')"
-say "lease_status:"
-sql "SELECT lease_name, holder, fencing_token, held FROM lease_status"
+sql "SELECT acquired, fencing_token FROM lease_lock.lease_acquire('$A', '2 s', 'demo')"
+say "lease_lock.lease_status:"
+sql "SELECT lease_name, holder, fencing_token, held FROM lease_lock.lease_status"
 
 say "Now two processes of the Rust example (client/examples/leader.rs) elect a leader:"
 cargo build --quiet -p lease_lock_client --example leader

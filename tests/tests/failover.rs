@@ -36,7 +36,7 @@ fn record_states(lease: &Lease) -> tokio::task::JoinHandle<Vec<(Instant, LeaseSt
 
 /// `holder|fencing_token|held|timeline` of lease `f` on a server.
 fn status(cluster: &lease_lock_tests::TestCluster, db: &str) -> String {
-    cluster.psql(db, "SELECT holder, fencing_token, held, timeline FROM lease_status WHERE lease_name = 'f'")
+    cluster.psql(db, "SELECT holder, fencing_token, held, timeline FROM lease_lock.lease_status WHERE lease_name = 'f'")
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -69,7 +69,7 @@ async fn sync_holder_keeps_its_lease_through_promotion() {
     let s = set.clone();
     blocking(move || {
         s.wait_for("the holder to renew on the new primary", Duration::from_secs(4), || {
-            s.standby.psql(&s.db, "SELECT holder, fencing_token, timeline FROM lease_status WHERE lease_name = 'f'")
+            s.standby.psql(&s.db, "SELECT holder, fencing_token, timeline FROM lease_lock.lease_status WHERE lease_name = 'f'")
                 == format!("{holder_id}|1|2")
         })
     })
@@ -126,8 +126,8 @@ async fn holder_that_cannot_reconnect_in_time_loses_and_a_standby_takes_over() {
 // 3. Asynchronous replication: renewals the old primary acknowledged but did not replicate are
 //    lost, so the new primary's row expires earlier than the holder was promised. The holder
 //    (cut off from both servers) still trusts its lease until its local deadline; the standby
-//    client must not hold the lease before that. The extension makes sure of it: a tenure from
-//    an older timeline is re-armed for its full duration on first access.
+//    client must not hold the lease before that. The extension makes sure of it: a row from an
+//    older timeline starts no new tenure before the promotion plus its longest lease duration.
 #[tokio::test(flavor = "multi_thread")]
 async fn async_replication_loses_renewals_but_never_makes_two_holders() {
     init_tracing();
@@ -163,7 +163,7 @@ async fn async_replication_loses_renewals_but_never_makes_two_holders() {
 
     // What asynchronous replication lost: the new primary's expiry is older than the one the
     // holder's last acknowledged renewal promised, and already past.
-    let row = set.standby.psql(&set.db, "SELECT extract(epoch FROM expires_at), expires_at < clock_timestamp(), timeline FROM lease_status WHERE lease_name = 'f'");
+    let row = set.standby.psql(&set.db, "SELECT extract(epoch FROM expires_at), expires_at < clock_timestamp(), timeline FROM lease_lock.lease_status WHERE lease_name = 'f'");
     let mut fields = row.split('|');
     let replicated: f64 = fields.next().unwrap().parse().unwrap();
     let promised_epoch = promised.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
@@ -239,7 +239,7 @@ async fn sync_tokens_never_go_backwards_across_promotion() {
     assert!(acknowledged.len() >= 5, "only {} tenures before the crash", acknowledged.len());
     let s = set.clone();
     blocking(move || s.standby.promote()).await;
-    let on_new_primary: i64 = set.standby.psql(&set.db, "SELECT fencing_token FROM lease_status WHERE lease_name = 'f'").parse().unwrap();
+    let on_new_primary: i64 = set.standby.psql(&set.db, "SELECT fencing_token FROM lease_lock.lease_status WHERE lease_name = 'f'").parse().unwrap();
     assert!(on_new_primary >= max_acknowledged, "{on_new_primary} < acknowledged {max_acknowledged}");
     let mut after = Vec::new();
     for (i, c) in clients.iter().enumerate() {
@@ -247,16 +247,71 @@ async fn sync_tokens_never_go_backwards_across_promotion() {
         after.push((i, lease.fencing_token()));
         lease.release().await.unwrap();
     }
-    // Each tenure is newer than every acknowledged one; the only exception is the last one's own
-    // holder continuing it (its release was cut short by the crash: the tenure never ended).
-    for &(client, token) in &after {
-        assert!(
-            token > max_acknowledged || (token == max_acknowledged && client == last_holder),
-            "{after:?} vs acknowledged {max_acknowledged} of client {last_holder}"
-        );
+    // Each tenure is newer than every acknowledged one: acquire never continues a tenure from
+    // the old timeline, not even for its own holder (whose release the crash may have cut short).
+    for &(_, token) in &after {
+        assert!(token > max_acknowledged, "{after:?} vs acknowledged {max_acknowledged} of client {last_holder}");
     }
     assert!(after.windows(2).all(|w| w[0].1 < w[1].1), "{after:?}");
     eprintln!("{} tenures before the crash, last acknowledged token {max_acknowledged}; after promotion: {after:?}", acknowledged.len());
+}
+
+// 5. Asynchronous replication loses a handover: H held token 1 (replicated), then, with
+//    replication stalled, H released and O took token 2 and renewed it, all acknowledged by the
+//    old primary only. The promoted standby has H's tenure. H (which believes it released) must
+//    not get the lease back with lease_acquire, O's renewal is refused, and nobody holds it
+//    before O's trust has surely ended (promotion + the lease duration); then with a token above
+//    every token of the old timeline. The old code let H's acquire continue tenure 1 at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn async_lost_handover_never_makes_two_holders() {
+    init_tracing();
+    let set = std::sync::Arc::new(ReplicaSet::start(Replication::Async).await);
+    const H: &str = "00000000-0000-0000-0000-0000000000a1";
+    const O: &str = "00000000-0000-0000-0000-0000000000b2";
+    const X: &str = "00000000-0000-0000-0000-0000000000c3";
+    let lease_d = Duration::from_secs(3);
+    let call = |on: &lease_lock_tests::TestCluster, f: &str, who: &str| {
+        on.psql(&set.db, &format!("SELECT acquired, fencing_token FROM lease_lock.{f}('{who}', '3 s', 'handover')"))
+    };
+    assert_eq!(call(&set.primary, "lease_acquire", H), "t|1");
+    let s = set.clone();
+    blocking(move || s.wait_for_replay()).await;
+
+    set.link.set_stalled(true);
+    assert_eq!(set.primary.psql(&set.db, &format!("SELECT lease_lock.lease_release('{H}', 'handover')")), "t");
+    assert_eq!(call(&set.primary, "lease_acquire", O), "t|2");
+    assert_eq!(call(&set.primary, "lease_refresh", O), "t|2");
+    let o_renewed = Instant::now(); // O trusts its lease until at most this + lease_d
+    let s = set.clone();
+    blocking(move || {
+        s.primary.stop_server("immediate");
+        s.standby.promote();
+    })
+    .await;
+    let new_primary = &set.standby;
+    assert_eq!(
+        new_primary.psql(&set.db, "SELECT holder, fencing_token, timeline FROM lease_lock.lease_status WHERE lease_name = 'handover'"),
+        format!("{H}|1|1"),
+        "the handover was lost with the old primary"
+    );
+    assert_eq!(call(new_primary, "lease_acquire", H), "f|", "H's acquire must not continue tenure 1");
+    assert_eq!(call(new_primary, "lease_refresh", O), "f|", "O's tenure does not exist here");
+    let got_at = loop {
+        let answer = call(new_primary, "lease_acquire", X);
+        if answer.starts_with('t') {
+            assert_eq!(answer, format!("t|{TIMELINE_2_FLOOR}"));
+            break Instant::now();
+        }
+        assert!(o_renewed.elapsed() < lease_d * 4, "nobody got the lease back");
+        assert_eq!(call(new_primary, "lease_acquire", H), "f|");
+        sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        got_at >= o_renewed + lease_d,
+        "a new holder {:?} after O's last renewal, before O's trust (at most {lease_d:?}) had ended",
+        got_at - o_renewed
+    );
+    eprintln!("lost handover: a new tenure began {:?} after O's last acknowledged renewal", got_at - o_renewed);
 }
 
 // A standby (read-only) server is "not connected", never "lease held": the extension refuses with
@@ -268,7 +323,7 @@ async fn a_standby_is_not_connected_for_leases() {
     let on_standby = format!("host=127.0.0.1 port={} user=postgres dbname={}", set.standby.port(), set.db);
     let output = std::process::Command::new(format!("{}/psql", lease_lock_tests::cluster::PG_BIN))
         .args(["-X", "-q", "-d", &on_standby, "-v", "VERBOSITY=sqlstate"])
-        .args(["-c", "\\set VERBOSITY sqlstate", "-c", "SELECT * FROM lease_acquire(gen_random_uuid(), '1 s')"])
+        .args(["-c", "\\set VERBOSITY sqlstate", "-c", "SELECT * FROM lease_lock.lease_acquire(gen_random_uuid(), '1 s')"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("25006"), "{output:?}");

@@ -85,8 +85,8 @@ fn single_bars(result: &SingleResult) -> Vec<Bar> {
         .iter()
         .map(|row| {
             let (label, color) = match row.alternative {
-                Alternative::LeaseRefresh => ("lease_refresh", OURS),
-                Alternative::LeaseAcquire => ("lease_acquire (renewal)", OURS),
+                Alternative::LeaseRefresh => ("lease_lock.lease_refresh", OURS),
+                Alternative::LeaseAcquire => ("lease_lock.lease_acquire (renewal)", OURS),
                 Alternative::ReferenceTransaction => ("reference BEGIN;upsert;COMMIT", REFERENCE),
                 Alternative::ReferenceUpsert => ("reference upsert, autocommit", REFERENCE),
                 Alternative::AdvisoryLock => ("advisory lock + unlock", OTHER),
@@ -211,7 +211,7 @@ fn hbars(s: &mut String, p: Panel, title: &str, bars: &[Bar]) {
     }
 }
 
-/// Throughput by connections: lease_refresh and the one-row UPDATE.
+/// Throughput by connections: lease_lock.lease_refresh and the one-row UPDATE.
 fn many_lines(s: &mut String, p: Panel, r: &Results) {
     panel_frame(s, p, &format!("{} leases: calls/s by connections", f_int(r.many.leases as f64)));
     let (x, y) = (p.x, p.y);
@@ -244,7 +244,7 @@ fn many_lines(s: &mut String, p: Panel, r: &Results) {
     }
     let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">connections</text>"#, (left + right) / 2.0, bottom + 32.0);
     let series: [(&str, &str, RateOf); 2] = [
-        ("lease_refresh", OURS, |r| r.refresh_rate.median),
+        ("lease_lock.lease_refresh", OURS, |r| r.refresh_rate.median),
         ("one-row UPDATE (durable-commit floor)", FLOOR, |r| r.update_rate.median),
     ];
     for (k, (name, color, value)) in series.iter().enumerate() {

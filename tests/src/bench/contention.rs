@@ -1,6 +1,6 @@
 //! Scenario 3: one holder renewing back to back (one renewal in flight, as fast as it can)
 //! while 0, 10, 50 or 100 standbys poll the same lease every 100 ms, for lease_lock (holder:
-//! `lease_refresh`; standbys: `lease_acquire`, which only reads a held lease) and for the
+//! `lease_lock.lease_refresh`; standbys: `lease_lock.lease_acquire`, which only reads a held lease) and for the
 //! reference (holder and standbys: its BEGIN; upsert; COMMIT, whose failed attempts lock the
 //! holder's row until they commit). Run over the Unix socket and over the delayed link, where a
 //! standby's lock is held for at least a network round trip.
@@ -250,10 +250,10 @@ async fn time_holder(
                 System::LeaseLock => Standby::Lease(LeaseCalls::connect(&conninfo, holder_id).await?),
                 System::Reference => Standby::Reference(Reference::connect(&conninfo, holder_id, BENCH_LEASE).await?),
             };
-            // The holder renews with lease_refresh; the reference's holder with its transaction.
+            // The holder renews with lease_lock.lease_refresh; the reference's holder with its transaction.
             run_for(period, HOLDER_WARMUP, async || match &holder {
                 Standby::Lease(calls) => {
-                    expect(calls.refresh(&lease_name).await?, "the holder's lease_refresh did not renew")
+                    expect(calls.refresh(&lease_name).await?, "the holder's lease_lock.lease_refresh did not renew")
                 }
                 Standby::Reference(reference) => {
                     expect(reference.get_lease().await?, "the reference holder's renewal did not renew")

@@ -1,5 +1,5 @@
-//! Scenario 4: what `lease_fence` adds to a protected write. Both transactions are sent as one
-//! simple-query batch (one round trip): `BEGIN; SELECT lease_fence(token, name); INSERT one row;
+//! Scenario 4: what `lease_lock.lease_fence` adds to a protected write. Both transactions are sent as one
+//! simple-query batch (one round trip): `BEGIN; SELECT lease_lock.lease_fence(token, name); INSERT one row;
 //! COMMIT` against the same without the fence, interleaved in rounds on one connection.
 
 use super::sql::{self, expect, LeaseCalls};
@@ -40,12 +40,12 @@ pub async fn run(conninfo: &str, control: &Client, plan: &Plan) -> Result<FenceR
     let holder = LeaseCalls::connect(conninfo, Uuid::new_v4()).await?;
     expect(holder.acquire(LEASE_NAME).await?, "could not take the lease for fenced writes")?;
     let token: i64 = control
-        .query_one("SELECT fencing_token FROM lease_status WHERE lease_name = $1", &[&LEASE_NAME])
+        .query_one("SELECT fencing_token FROM lease_lock.lease_status WHERE lease_name = $1", &[&LEASE_NAME])
         .await?
         .get(0);
     let insert = format!("INSERT INTO fenced_writes (token, payload) VALUES ({token}, 'x')");
     let batches = [
-        format!("BEGIN; SELECT lease_fence({token}, '{LEASE_NAME}'); {insert}; COMMIT;"),
+        format!("BEGIN; SELECT lease_lock.lease_fence({token}, '{LEASE_NAME}'); {insert}; COMMIT;"),
         format!("BEGIN; {insert}; COMMIT;"),
     ];
     let app = sql::connect(conninfo).await?;
@@ -76,7 +76,7 @@ pub async fn run(conninfo: &str, control: &Client, plan: &Plan) -> Result<FenceR
         latency: latencies[i].summary(),
     };
     Ok(FenceResult {
-        fenced: row(0, "with lease_fence"),
+        fenced: row(0, "with lease_lock.lease_fence"),
         unfenced: row(1, "without fence"),
         fenced_time_vs_unfenced: paired_ratio(&rates[1], &rates[0]),
     })

@@ -1,4 +1,4 @@
-//! Scenario 2: 10,000 named leases renewed with `lease_refresh` over 1 to 16 connections, each
+//! Scenario 2: 10,000 named leases renewed with `lease_lock.lease_refresh` over 1 to 16 connections, each
 //! connection renewing its own share back to back, against the same number of connections doing
 //! one-row `UPDATE`s of their own rows of a 10,000-row table (the durable-commit floor).
 //!
@@ -36,7 +36,7 @@ pub struct ManyRow {
     pub refresh_latency: LatencySummary,
     pub update_rate: Spread,
     pub update_latency: LatencySummary,
-    /// lease_refresh throughput over UPDATE throughput, per round.
+    /// lease_lock.lease_refresh throughput over UPDATE throughput, per round.
     pub refresh_vs_update: Spread,
     /// WAL syncs per second (median of rounds), if `pg_stat_wal` could be read.
     pub refresh_wal_syncs_per_s: Option<f64>,
@@ -75,7 +75,7 @@ pub async fn run(conninfo: &str, control: &Client, plan: &Plan) -> Result<ManyRe
     let taken: i64 = control
         .query_one(
             "SELECT count(*) FROM generate_series(1, $2::int) AS i, \
-             LATERAL lease_acquire($1, interval '1 hour', 'many-' || i) AS a WHERE a.acquired",
+             LATERAL lease_lock.lease_acquire($1, interval '1 hour', 'many-' || i) AS a WHERE a.acquired",
             &[&holder, &(LEASES as i32)],
         )
         .await?
@@ -106,7 +106,7 @@ pub async fn run(conninfo: &str, control: &Client, plan: &Plan) -> Result<ManyRe
         for (level, &c) in CONNECTIONS.iter().enumerate() {
             for k in 0..2 {
                 let kind = if (round + level + k) % 2 == 0 { Kind::LeaseRefresh } else { Kind::Update };
-                let slot = kind as usize; // 0: lease_refresh, 1: UPDATE (declaration order)
+                let slot = kind as usize; // 0: lease_lock.lease_refresh, 1: UPDATE (declaration order)
                 let before = wal_syncs(control, &workers[..c], wal_stats_readable).await?;
                 let sample = measure(&workers[..c], kind, holder, &names, secs(plan.many_period_s)).await?;
                 let after = wal_syncs(control, &workers[..c], wal_stats_readable).await?;
@@ -157,7 +157,7 @@ async fn renew_or_update(worker: &Worker, kind: Kind, holder: Uuid, name: &str, 
     match kind {
         Kind::LeaseRefresh => {
             let renewed: bool = worker.client.query_one(&worker.refresh, &[&holder, &name]).await?.get(0);
-            expect(renewed, "lease_refresh of one of the 10,000 leases did not renew")
+            expect(renewed, "lease_lock.lease_refresh of one of the 10,000 leases did not renew")
         }
         Kind::Update => expect(
             worker.client.execute(&worker.update, &[&id]).await? == 1,

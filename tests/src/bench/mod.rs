@@ -10,7 +10,7 @@
 //! 2. [`many`]: 10,000 leases renewed over 1 to 16 connections, against plain `UPDATE`s.
 //! 3. [`contention`]: a holder's renewal latency while 0 to 100 standbys poll its lease, over
 //!    the socket and over the delayed link.
-//! 4. [`fence`]: a write transaction with and without `lease_fence`.
+//! 4. [`fence`]: a write transaction with and without `lease_lock.lease_fence`.
 //! 5. [`failover`]: release-to-standby and kill-to-standby times through the Rust client.
 //! 6. [`cost`]: CPU and memory of a process holding 1, 100 and 1,000 leases.
 //!

@@ -25,7 +25,7 @@ pub fn goals(r: &Results) -> Vec<Goal> {
     let socket_update = r.single_socket.row(Alternative::UpdateOneRow);
     let ratio = &socket_refresh.time_vs_update;
     goals.push(Goal {
-        goal: "Renewal (lease_refresh) time per call at most 1.15x a one-row UPDATE, Unix socket \
+        goal: "Renewal (lease_lock.lease_refresh) time per call at most 1.15x a one-row UPDATE, Unix socket \
                (time per call = 1 / calls per s, median of the per-round ratios)"
             .into(),
         measured: format!(
@@ -43,7 +43,7 @@ pub fn goals(r: &Results) -> Vec<Goal> {
     for (result, at_least, link) in [(&r.single_socket, 1.5, "Unix socket"), (&r.single_delayed, 2.5, "TCP +0.5 ms each way")] {
         let vs = &result.row(Alternative::LeaseRefresh).throughput_vs_reference;
         goals.push(Goal {
-            goal: format!("lease_refresh throughput at least {at_least}x the reference's BEGIN; upsert; COMMIT, {link}"),
+            goal: format!("lease_lock.lease_refresh throughput at least {at_least}x the reference's BEGIN; upsert; COMMIT, {link}"),
             measured: format!("{}, the median of the rounds' {}", x_goal(vs.median, at_least), rounds_x(vs)),
             met: vs.median >= at_least,
         });
@@ -259,7 +259,7 @@ fn alternatives_explained() -> String {
 
 fn many_table(r: &Results) -> String {
     let mut s = String::from(
-        "| connections | lease_refresh calls/s (rounds) | p50 / p99 ms | one-row UPDATE calls/s (rounds) | p50 / p99 ms | lease_refresh vs UPDATE | WAL syncs/s during lease_refresh | renewals per WAL sync |\n\
+        "| connections | lease_lock.lease_refresh calls/s (rounds) | p50 / p99 ms | one-row UPDATE calls/s (rounds) | p50 / p99 ms | lease_lock.lease_refresh vs UPDATE | WAL syncs/s during lease_lock.lease_refresh | renewals per WAL sync |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
     for row in &r.many.rows {
@@ -298,7 +298,7 @@ fn many_note(r: &Results) -> String {
         }
         None => format!("{name} is still growing at {} connections", m.rows.last().map_or(0, |row| row.connections)),
     };
-    let refresh = describe("lease_refresh", m.refresh_plateau_connections, |row| row.refresh_rate.median);
+    let refresh = describe("lease_lock.lease_refresh", m.refresh_plateau_connections, |row| row.refresh_rate.median);
     let update = describe("the one-row UPDATE", m.update_plateau_connections, |row| row.update_rate.median);
     let per_sync = |row: &super::many::ManyRow| row.refresh_commits_per_sync().map(|c| (row.connections, c));
     let first = m.rows.first().and_then(per_sync);
@@ -316,7 +316,7 @@ fn many_note(r: &Results) -> String {
     let most = syncs.iter().map(|(_, w)| *w).fold(0.0, f64::max);
     let floor_line = match syncs.iter().find(|(_, w)| *w >= most * 0.9) {
         Some((c, _)) if most > 0.0 => format!(
-            " The durability floor, the most WAL flushes per second this server did during lease_refresh \
+            " The durability floor, the most WAL flushes per second this server did during lease_lock.lease_refresh \
              (about {}/s), is reached at {c} connection(s): beyond it renewals scale only by sharing \
              flushes.",
             f_int(most)
@@ -434,7 +434,7 @@ pub fn results_markdown(r: &Results) -> String {
          {}\n## Goals\n\n{}\n\
          ## 1. One holder, one lease: {}\n\n{}\n{}\n\n\
          ## 1. One holder, one lease: {}\n\n{}\n{}\n\n\
-         ## 2. {} leases, lease_refresh vs one-row UPDATE by connections\n\n{}\n{}\n\n\
+         ## 2. {} leases, lease_lock.lease_refresh vs one-row UPDATE by connections\n\n{}\n{}\n\n\
          ## 3. Holder renewal latency with polling standbys: {}\n\n{}\n\
          ## 3. Holder renewal latency with polling standbys: {}\n\n{}\n\
          ## 4. Fenced writes\n\n{}\n\
@@ -538,7 +538,7 @@ What each row is:
 ## 2. Many leases: 10,000 leases over 1 to 16 connections
 
 10,000 leases are taken by one holder; then each of N connections renews its own share (lease
-i goes to connection i mod N) back to back with `lease_refresh`. The durable-commit floor runs
+i goes to connection i mod N) back to back with `lease_lock.lease_refresh`. The durable-commit floor runs
 the same way: N connections each updating their own rows of a 10,000-row table (one-row
 autocommit `UPDATE`s of a non-indexed column). WAL syncs are the `pg_stat_wal.wal_sync` counter
 over the timed period (every backend made to publish its counters before and after): one
@@ -555,7 +555,7 @@ CPU is shared, so the plateau is where CPU or flushes run out, whichever comes f
 The holder renews back to back (one renewal in flight, as fast as it can) on its own thread and
 connection for the round's time; the standbys, each on its own connection, poll the same lease
 every 100 ms with their phases spread evenly, and are refused. For lease_lock the holder calls
-`lease_refresh` and the standbys `lease_acquire`, which only reads a lease that someone else
+`lease_lock.lease_refresh` and the standbys `lease_lock.lease_acquire`, which only reads a lease that someone else
 holds. For the reference, holder and standbys run its BEGIN; upsert; COMMIT: a standby's failed
 upsert still locks the holder's row until its COMMIT arrives, so the holder waits behind it.
 Ratios are to the same system with no standbys. (Back to back rather than at a fixed rate: on a
@@ -577,7 +577,7 @@ lasts at least one network round trip (from its upsert to its COMMIT).
 
 ## 4. Fenced writes
 
-A write of protected data inside a transaction that first calls `lease_fence` with the
+A write of protected data inside a transaction that first calls `lease_lock.lease_fence` with the
 tenure's token, against the same transaction without it. Both are one simple-query batch (one
 round trip), on one connection, interleaved in rounds; the `INSERT` appends a row to a table
 with a bigserial key, and each transaction commits with one WAL flush.

@@ -45,8 +45,8 @@ impl Alternative {
     /// Short name used in tables and the chart.
     pub fn label(self) -> &'static str {
         match self {
-            Alternative::LeaseRefresh => "lease_refresh",
-            Alternative::LeaseAcquire => "lease_acquire (holder renews)",
+            Alternative::LeaseRefresh => "lease_lock.lease_refresh",
+            Alternative::LeaseAcquire => "lease_lock.lease_acquire (holder renews)",
             Alternative::ReferenceTransaction => "reference: BEGIN; upsert; COMMIT",
             Alternative::ReferenceUpsert => "reference upsert, autocommit",
             Alternative::AdvisoryLock => "pg_try_advisory_lock + pg_advisory_unlock",
@@ -60,11 +60,11 @@ impl Alternative {
         match self {
             Alternative::LeaseRefresh => {
                 "The renewal the Rust client sends every refresh interval: one prepared \
-                 `SELECT ... FROM lease_refresh($1, interval '1 hour', $2)`, one round trip, one \
+                 `SELECT ... FROM lease_lock.lease_refresh($1, interval '1 hour', $2)`, one round trip, one \
                  HOT update of the lease row and one WAL flush at commit."
             }
             Alternative::LeaseAcquire => {
-                "`lease_acquire` called by the current holder, which renews (same token): what \
+                "`lease_lock.lease_acquire` called by the current holder, which renews (same token): what \
                  a SQL-only client that always calls acquire pays."
             }
             Alternative::ReferenceTransaction => {
@@ -87,7 +87,7 @@ impl Alternative {
             Alternative::UpdateOneRow => {
                 "`UPDATE floor_small SET v = v + 1 WHERE id = 1` in autocommit: one round trip, \
                  one HOT update, one WAL flush: the floor of any durable renewal. Goal: \
-                 lease_refresh within 1.15x of it."
+                 lease_lock.lease_refresh within 1.15x of it."
             }
         }
     }
@@ -161,10 +161,10 @@ impl Caller {
     async fn call(&self) -> Result<(), BenchError> {
         match self {
             Caller::Lease { calls, lease_name, renew_with_acquire: false } => {
-                expect(calls.refresh(lease_name).await?, "lease_refresh did not renew")
+                expect(calls.refresh(lease_name).await?, "lease_lock.lease_refresh did not renew")
             }
             Caller::Lease { calls, lease_name, renew_with_acquire: true } => {
-                expect(calls.acquire(lease_name).await?, "lease_acquire by the holder did not renew")
+                expect(calls.acquire(lease_name).await?, "lease_lock.lease_acquire by the holder did not renew")
             }
             Caller::Reference { reference, transaction: true } => {
                 expect(reference.get_lease().await?, "the reference's transaction did not renew")

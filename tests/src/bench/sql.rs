@@ -12,10 +12,10 @@ use uuid::Uuid;
 /// duration does not change what a renewal costs.
 pub const BENCH_LEASE: Duration = Duration::from_secs(3600);
 
-/// `lease_refresh` as the holder sends it, the duration a literal (folded when prepared).
-pub const REFRESH_SQL: &str = "SELECT acquired FROM lease_refresh($1, interval '1 hour', $2)";
-/// `lease_acquire` by the holder (a renewal) or by a standby (a refusal).
-pub const ACQUIRE_SQL: &str = "SELECT acquired FROM lease_acquire($1, interval '1 hour', $2)";
+/// `lease_lock.lease_refresh` as the holder sends it, the duration a literal (folded when prepared).
+pub const REFRESH_SQL: &str = "SELECT acquired FROM lease_lock.lease_refresh($1, interval '1 hour', $2)";
+/// `lease_lock.lease_acquire` by the holder (a renewal) or by a standby (a refusal).
+pub const ACQUIRE_SQL: &str = "SELECT acquired FROM lease_lock.lease_acquire($1, interval '1 hour', $2)";
 
 /// The reference's table and unique index: its `initialSQL`, verbatim.
 pub const REFERENCE_INITIAL_SQL: [&str; 2] = [
@@ -181,7 +181,7 @@ impl LeaseCalls {
         Ok(LeaseCalls { client, refresh, acquire, holder })
     }
 
-    /// `lease_refresh`: whether the lease was renewed.
+    /// `lease_lock.lease_refresh`: whether the lease was renewed.
     ///
     /// # Errors
     /// A failed call.
@@ -189,7 +189,7 @@ impl LeaseCalls {
         Ok(self.client.query_one(&self.refresh, &[&self.holder, &lease_name]).await?.get(0))
     }
 
-    /// `lease_acquire`: whether the lease is held (taken or renewed) by this holder.
+    /// `lease_lock.lease_acquire`: whether the lease is held (taken or renewed) by this holder.
     ///
     /// # Errors
     /// A failed call.

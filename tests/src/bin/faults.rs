@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     let pct = |p: f64| recovery.get(((recovery.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
     let lease_ms = worker::LEASE_DURATION.as_millis() as f64;
     println!(
-        "Tenures: {}. Writes acknowledged: {}, refused by lease_fence (LL001): {}.",
+        "Tenures: {}. Writes acknowledged: {}, refused by lease_lock.lease_fence (LL001): {}.",
         report.tenures, report.acked_writes, report.refused_writes
     );
     println!(

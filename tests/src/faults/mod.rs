@@ -15,7 +15,7 @@
 //! | `cut` | both its links are closed |
 //! | `delay` | its lease link gains 50-300 ms each way for 1-3 s |
 //! | `restart-fast`, `restart-immediate` | PostgreSQL is stopped and started (at most every 8 s) |
-//! | `lock` | `LOCK TABLE leases IN EXCLUSIVE MODE` for 0.5-2 lease durations (a slow server) |
+//! | `lock` | `LOCK TABLE lease_lock.leases IN EXCLUSIVE MODE` for 0.5-2 lease durations (a slow server) |
 //!
 //! The negative control (`--reference`) uses only stalls, pauses and kills, mostly stalls of the
 //! leader's lease link: the faults under which the reference's behaviour splits the brain.
@@ -140,10 +140,10 @@ impl Harness {
         output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
-    /// The slot whose process holds the lease now, per `lease_status` and the workers' logs.
+    /// The slot whose process holds the lease now, per `lease_lock.lease_status` and the workers' logs.
     fn leader_slot(&self) -> Option<usize> {
         let holder = self.psql(&format!(
-            "SELECT holder FROM lease_status WHERE lease_name = '{}' AND held",
+            "SELECT holder FROM lease_lock.lease_status WHERE lease_name = '{}' AND held",
             worker::LEASE_NAME
         ))?;
         if holder.is_empty() {
@@ -229,7 +229,7 @@ impl Harness {
                 let hold = span(lease_ms / 2, lease_ms * 2);
                 let harness = self.clone();
                 let sql = format!(
-                    "BEGIN; LOCK TABLE leases IN EXCLUSIVE MODE; SELECT pg_sleep({}); COMMIT;",
+                    "BEGIN; LOCK TABLE lease_lock.leases IN EXCLUSIVE MODE; SELECT pg_sleep({}); COMMIT;",
                     hold.as_secs_f64()
                 );
                 let _ = tokio::task::spawn_blocking(move || harness.psql(&sql)).await;

@@ -165,7 +165,7 @@ impl AppConnection {
             *slot = Some(c);
         }
         let c = slot.as_ref().unwrap();
-        let fence_sql = if fence { format!("SELECT lease_fence({token}, '{LEASE_NAME}');") } else { String::new() };
+        let fence_sql = if fence { format!("SELECT lease_lock.lease_fence({token}, '{LEASE_NAME}');") } else { String::new() };
         let sql = format!(
             "BEGIN; {fence_sql} INSERT INTO history (client, token, seq) VALUES ('{client}', {token}, {seq}); COMMIT;"
         );
@@ -195,7 +195,7 @@ async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
     let mut conn: Option<tokio_postgres::Client> = None;
     let mut believed: Option<i64> = None;
     let acquire_sql =
-        format!("SELECT acquired, fencing_token FROM lease_acquire('{holder}', '{duration}', '{LEASE_NAME}')");
+        format!("SELECT acquired, fencing_token FROM lease_lock.lease_acquire('{holder}', '{duration}', '{LEASE_NAME}')");
     // The writing task of the current belief; dropping it stops the writes.
     let mut _writer: Option<AbortOnDrop> = None;
     let app = Arc::new(app);
