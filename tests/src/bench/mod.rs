@@ -13,6 +13,7 @@
 //! 4. [`fence`]: a write transaction with and without `lease_lock.lease_fence`.
 //! 5. [`failover`]: release-to-standby and kill-to-standby times through the Rust client.
 //! 6. [`cost`]: CPU and memory of a process holding 1, 100 and 1,000 leases.
+//! 7. [`scale`]: one renewal's cost with 1, 100,000 and 1,000,000 lease names in the table.
 //!
 //! Alternatives of a scenario run interleaved in rounds (the order changing each round), so that
 //! noise from other work on the machine hits all of them alike. Per-round figures are reported
@@ -30,6 +31,7 @@ pub mod link;
 pub mod machine;
 pub mod many;
 pub mod report;
+pub mod scale;
 pub mod single;
 pub mod sql;
 pub mod stats;
@@ -119,6 +121,10 @@ pub struct Plan {
     pub crash_reps: usize,
     /// Scenario 6: seconds over which the client's CPU time is measured.
     pub cost_window_s: f64,
+    /// Scenario 7: table sizes (the first is the baseline, 1), rounds, seconds per size per round.
+    pub scale_names: Vec<u64>,
+    pub scale_rounds: usize,
+    pub scale_period_s: f64,
 }
 
 impl Plan {
@@ -140,6 +146,9 @@ impl Plan {
             graceful_reps: 15,
             crash_reps: 10,
             cost_window_s: 10.0,
+            scale_names: vec![1, 100_000, 1_000_000],
+            scale_rounds: 5,
+            scale_period_s: 1.0,
         }
     }
 
@@ -159,6 +168,9 @@ impl Plan {
             graceful_reps: 5,
             crash_reps: 3,
             cost_window_s: 3.0,
+            scale_names: vec![1, 10_000, 100_000],
+            scale_rounds: 2,
+            scale_period_s: 0.3,
         }
     }
 }
@@ -184,6 +196,7 @@ pub struct Results {
     pub fence: fence::FenceResult,
     pub failover: failover::FailoverResult,
     pub cost: cost::CostResult,
+    pub scale: scale::ScaleResult,
     pub goals: Vec<report::Goal>,
     pub run_seconds: f64,
 }
@@ -247,6 +260,8 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
     let failover = failover::run(&socket, &context.exe, plan).await?;
     info!("scenario 6: client CPU and memory");
     let cost = cost::run(&socket, &context.exe, plan).await?;
+    info!("scenario 7: renewal cost by the number of lease names");
+    let scale = scale::run(&cluster, plan).await?;
 
     let mut results = Results {
         machine,
@@ -259,6 +274,7 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
         fence,
         failover,
         cost,
+        scale,
         goals: Vec::new(),
         run_seconds: 0.0,
     };
