@@ -652,7 +652,8 @@ holder takes its lease and renews it 20 times while its table holds that one row
 analysed, so its plans are prepared when the statistics say the table is tiny (the case in
 which the old code kept sequential scans until the next `ANALYZE`). Then the table is filled
 with filler names (inserted directly with the layout the functions write: this measures
-renewals, not creations), a `CHECKPOINT` flushes them, and the holders renew one lease each,
+renewals, not creations; autovacuum is off for these tables, so that its first pass over the
+filled table does not compete for the cores while renewals are timed), a `CHECKPOINT` flushes them, and the holders renew one lease each,
 interleaved in rounds as in scenario 1. Every lookup by name is an index scan on the primary
 key whatever the statistics (the extension plans with sequential and bitmap scans off). The
 last column is `pg_total_relation_size` of the lease table divided by the names (filler names
