@@ -5,7 +5,7 @@
 //! ```
 //!
 //! While leader, every 500 ms it appends a row to `ledger` in a transaction that first calls
-//! `lease_fence` with its token, so even a paused, deposed leader cannot write. It competes again
+//! `lease_lock.lease_fence` with its token, so even a paused, deposed leader cannot write. It competes again
 //! after losing the lease, and releases it on Ctrl-C or SIGTERM so a standby takes over at once.
 //! Set `RUST_LOG=info` (the default) or `debug` to see the lease's life.
 
@@ -48,28 +48,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         info!(%worker, "shutting down");
     };
+    let app = tokio::sync::Mutex::new(app);
     lease.run_elector(|info| write_while_leader(&app, &worker, info), shutdown).await?;
     Ok(())
 }
 
 /// The leader's work. Cancelled by the elector the moment the lease is lost.
-async fn write_while_leader(app: &tokio_postgres::Client, worker: &str, lease: LeaseInfo) {
+async fn write_while_leader(app: &tokio::sync::Mutex<tokio_postgres::Client>, worker: &str, lease: LeaseInfo) {
     let token = lease.fencing_token();
     info!(%worker, token, "leading");
     loop {
-        // The fence makes this transaction fail (SQLSTATE LL001) unless `token` is still the
-        // current tenure, and holds off the next tenure until it commits.
-        let write = format!(
-            "BEGIN; SELECT lease_fence({token}, 'ledger-writer'); \
-             INSERT INTO ledger (token, worker) VALUES ({token}, '{worker}'); COMMIT;"
-        );
-        match app.batch_execute(&write).await {
+        match fenced_write(&mut *app.lock().await, worker, token).await {
             Ok(()) => info!(%worker, token, "wrote a ledger row"),
-            Err(e) => {
-                warn!(%worker, token, error = %e, "fenced write refused");
-                let _ = app.batch_execute("ROLLBACK").await;
-            }
+            Err(e) => warn!(%worker, token, error = %e, "fenced write refused"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// One protected write. The fence makes the transaction fail (SQLSTATE LL001) unless `token` is
+/// still the current tenure, and holds off the next tenure until it commits. Dropped unfinished
+/// (the elector cancels the work), the transaction rolls back.
+async fn fenced_write(app: &mut tokio_postgres::Client, worker: &str, token: i64) -> Result<(), tokio_postgres::Error> {
+    let tx = app.transaction().await?;
+    tx.execute("SELECT lease_lock.lease_fence($1, $2)", &[&token, &"ledger-writer"]).await?;
+    tx.execute("INSERT INTO ledger (token, worker) VALUES ($1, $2)", &[&token, &worker]).await?;
+    tx.commit().await
 }

@@ -8,6 +8,11 @@
 //!   alive: a second one is refused ([`Error::InUse`]), so there is one handle per tenure;
 //! - a *task claim* exists while a renewal task (or the undo of a cancelled acquire) may still
 //!   send a release: a new handle claim waits until those are done.
+//!
+//! It also remembers which tenures this client may still have on the server (the *own tenures*),
+//! so that an acquire answered with a renewal of a tenure under our holder id can be told apart:
+//! ours (a release that failed, a loss on the local deadline, an acquire whose answer was lost)
+//! or another process's that presents the same id ([`Error::DuplicateHolderId`]).
 
 use crate::error::Error;
 use std::collections::HashMap;
@@ -18,6 +23,10 @@ use tokio::sync::Notify;
 pub(crate) struct Claims {
     names: Mutex<HashMap<String, Use>>,
     freed: Notify,
+    /// Tenures this client may still have on the server, by lease name: `Some(token)` when
+    /// known; `None` when an acquire's answer was lost (timed out, connection lost, cancelled),
+    /// so whatever tenure is held under our id may be ours.
+    own: Mutex<HashMap<String, Option<i64>>>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +66,30 @@ impl Claims {
         let mut names = self.names.lock().expect("claims lock");
         names.entry(name.to_owned()).or_default().tasks += 1;
         TaskClaim { claims: self.clone(), name: name.to_owned() }
+    }
+
+    /// Records a tenure this client started, or continued, with `token`.
+    pub fn tenure_started(&self, name: &str, token: i64) {
+        self.own.lock().expect("own tenures lock").insert(name.to_owned(), Some(token));
+    }
+
+    /// Records that an acquire of `name` may have started a tenure whose token we never saw.
+    pub fn tenure_unknown(&self, name: &str) {
+        self.own.lock().expect("own tenures lock").insert(name.to_owned(), None);
+    }
+
+    /// Records that the server holds no tenure of `name` under our id (released, or it said so).
+    pub fn tenure_ended(&self, name: &str) {
+        self.own.lock().expect("own tenures lock").remove(name);
+    }
+
+    /// Whether the tenure `token` of `name` held under our id may be one this client started.
+    pub fn is_own_tenure(&self, name: &str, token: i64) -> bool {
+        match self.own.lock().expect("own tenures lock").get(name) {
+            Some(Some(known)) => *known == token,
+            Some(None) => true,
+            None => false,
+        }
     }
 
     fn update(&self, name: &str, change: impl FnOnce(&mut Use)) {
@@ -127,5 +160,19 @@ mod tests {
         drop(task);
         tokio::time::timeout(Duration::from_secs(1), waiting).await.unwrap().unwrap().unwrap();
         assert!(claims.names.lock().unwrap().get("a").is_none());
+    }
+
+    #[test]
+    fn own_tenures() {
+        let claims = Claims::default();
+        assert!(!claims.is_own_tenure("a", 1));
+        claims.tenure_started("a", 1);
+        assert!(claims.is_own_tenure("a", 1));
+        assert!(!claims.is_own_tenure("a", 2));
+        assert!(!claims.is_own_tenure("b", 1));
+        claims.tenure_unknown("a");
+        assert!(claims.is_own_tenure("a", 2));
+        claims.tenure_ended("a");
+        assert!(!claims.is_own_tenure("a", 1));
     }
 }

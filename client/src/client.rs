@@ -1,9 +1,9 @@
 //! [`LeaseClient`]: waits for a lease, takes it, and competes again after losing it.
 
 use crate::backoff::{jitter_up, Backoff};
+use crate::claims::{Claims, TaskClaim};
 use crate::config::{validate_lease_name, LeaseConfig};
 use crate::error::Error;
-use crate::claims::{Claims, TaskClaim};
 use crate::lease::{Lease, LeaseInfo, Tenure};
 use crate::session::{CallError, DbConn, Grant, Session, Tls};
 use std::future::Future;
@@ -17,6 +17,10 @@ use uuid::Uuid;
 ///
 /// Cheap to clone; clones and [`for_lease`](LeaseClient::for_lease) clients share the holder id
 /// and the connection. The connection is opened on first use and reopened when lost.
+///
+/// Every operation ends within a bound that does not depend on the server answering: opening
+/// the connection (TCP, TLS, startup, LISTEN, prepares) counts as one call and takes at most the
+/// call timeout, like each lease call.
 #[derive(Clone, Debug)]
 pub struct LeaseClient {
     shared: Arc<Shared>,
@@ -83,9 +87,18 @@ impl LeaseClient {
 
     /// One attempt: the lease if it was free (or already ours), `None` if someone else holds it.
     ///
+    /// Ends within about twice the call timeout (one to get a connection, one for the call),
+    /// plus, if an earlier handle of this lease from this client is still releasing, that
+    /// release (bounded the same way).
+    ///
     /// # Errors
-    /// [`Error::Connect`], [`Error::Acquire`] or [`Error::CallTimeout`] for this one attempt,
-    /// and [`Error::InUse`] if this client already holds or is acquiring this lease.
+    /// [`Error::Connect`], [`Error::Acquire`] or [`Error::CallTimeout`] for this one attempt
+    /// (a server that accepts connections but never answers is a `CallTimeout`),
+    /// [`Error::InUse`] if this client already holds or is acquiring this lease, and
+    /// [`Error::DuplicateHolderId`] if the database renewed a tenure held under this client's
+    /// holder id that this client never started: another process uses the same holder id. The
+    /// lease is then not reported held, and not released either (that would end the other
+    /// process's tenure).
     ///
     /// # Cancel safety
     /// Cancel-safe: if cancelled after the call was sent, a background release undoes a tenure
@@ -95,6 +108,10 @@ impl LeaseClient {
         match self.attempt().await? {
             Attempt::Held(tenure) => Ok(Some(Lease::start(tenure, claim))),
             Attempt::Refused(_) => Ok(None),
+            Attempt::Duplicate { fencing_token } => Err(Error::DuplicateHolderId {
+                lease_name: self.lease_name.to_string(),
+                fencing_token,
+            }),
         }
     }
 
@@ -102,12 +119,22 @@ impl LeaseClient {
     ///
     /// While another holder has it, sleeps until its reported expiry (plus jitter) or until a
     /// release notification for this lease arrives, whichever is first. Connection failures
-    /// are retried with capped exponential back-off and jitter; only errors that retrying
-    /// cannot fix are returned.
+    /// and timeouts are retried with capped exponential back-off and jitter; only errors that
+    /// retrying cannot fix are returned.
+    ///
+    /// A release notification is only a hint to check again: anyone who can connect may send
+    /// one ([`RELEASE_CHANNEL`](crate::RELEASE_CHANNEL)). It makes the waiter call
+    /// `lease_acquire` again (at most once per quarter refresh interval, so a flood of them
+    /// costs the server little), and only that call's answer grants the lease.
+    ///
+    /// If the database renews a tenure held under this client's holder id that this client
+    /// never started (see [`Error::DuplicateHolderId`]), `acquire` logs a warning and waits as
+    /// if another holder had the lease, for one lease duration or a release: the other process
+    /// may be a crashed predecessor with the same id, whose tenure then expires.
     ///
     /// # Errors
-    /// [`Error::Acquire`] or [`Error::Connect`] for a permanent failure (extension missing,
-    /// permission denied, authentication), [`Error::InUse`] as for `try_acquire`.
+    /// [`Error::Acquire`] or [`Error::Connect`] for a permanent failure (extension or schema
+    /// missing, permission denied, authentication), [`Error::InUse`] as for `try_acquire`.
     ///
     /// # Cancel safety
     /// Cancel-safe: no lease is left behind (see [`try_acquire`](LeaseClient::try_acquire)).
@@ -129,6 +156,21 @@ impl LeaseClient {
                 Ok(Attempt::Refused(expires_at)) => {
                     backoff.reset();
                     self.wait_for_expiry(expires_at)
+                }
+                Ok(Attempt::Duplicate { fencing_token }) => {
+                    backoff.reset();
+                    warn!(
+                        lease = %self.lease_name,
+                        holder = %self.holder_id(),
+                        fencing_token,
+                        "the lease is held under this client's holder id by a tenure this client \
+                         never started: another process uses the same holder id (holder ids must \
+                         be unique per process); waiting as for another holder"
+                    );
+                    // The call just renewed that tenure: it runs until one lease duration after
+                    // the server executed the call, which was before we got its answer. Waiting
+                    // that long on our own clock is past its expiry whatever the clock skew.
+                    jitter_up(config.lease_duration())
                 }
                 Err(e) if e.is_transient() => {
                     let wait = backoff.next();
@@ -163,6 +205,9 @@ impl LeaseClient {
     /// `work` is called anew for each tenure with a [`LeaseInfo`] (fencing token, state); its
     /// future is dropped (cancelled) the moment the lease is lost. On shutdown, or when `work`
     /// returns, the lease is released.
+    ///
+    /// After `shutdown` resolves it returns within the bound of [`Lease::release`] (about twice
+    /// the call timeout), even when the server no longer answers; while competing, at once.
     ///
     /// # Errors
     /// Permanent errors of [`acquire`](LeaseClient::acquire); a failed release at the end.
@@ -208,22 +253,41 @@ impl LeaseClient {
     /// One `lease_acquire` call.
     async fn attempt(&self) -> Result<Attempt, AttemptError> {
         let session = &self.shared.session;
+        let claims = &self.shared.claims;
         let conn = session.conn().await.map_err(AttemptError::Connect)?;
         let (sent_at, sent_boot) = (Instant::now(), crate::lease::boottime_ns());
         // Armed while the call is in flight: if this future is dropped then, the acquire may
         // still run on the server, and a release queued behind it on the same connection
         // undoes it.
         let undo = UndoOnDrop {
+            session: session.clone(),
             conn: Some(conn.clone()),
-            claim: Some(self.shared.claims.claim_task(&self.lease_name)),
+            claims: claims.clone(),
+            claim: Some(claims.claim_task(&self.lease_name)),
             holder: self.holder_id(),
             name: self.lease_name.clone(),
         };
         let call = conn.acquire(self.holder_id(), self.config().lease_duration(), &self.lease_name);
         let grant = session.call(&conn, None, call).await;
         undo.disarm();
-        match grant.map_err(AttemptError::Call)? {
-            Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at) } => {
+        let grant = match grant {
+            Ok(grant) => grant,
+            Err(e) => {
+                if e.answer_lost() {
+                    // The call may have run and started a tenure whose token we never saw.
+                    claims.tenure_unknown(&self.lease_name);
+                }
+                return Err(AttemptError::Call(e));
+            }
+        };
+        match grant {
+            Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at), continued } => {
+                if continued && !claims.is_own_tenure(&self.lease_name, token) {
+                    // A renewal of a tenure this client never started (or has seen end): some
+                    // other process presents our holder id. Not ours to use, nor to release.
+                    return Ok(Attempt::Duplicate { fencing_token: token });
+                }
+                claims.tenure_started(&self.lease_name, token);
                 Ok(Attempt::Held(Tenure {
                     session: session.clone(),
                     lease_name: self.lease_name.clone(),
@@ -234,8 +298,19 @@ impl LeaseClient {
                     confirmed_boot_ns: sent_boot,
                 }))
             }
-            grant => Ok(Attempt::Refused(grant.expires_at)),
+            grant => {
+                if !grant.acquired {
+                    // Refused: no tenure of ours under this id on the server now.
+                    claims.tenure_ended(&self.lease_name);
+                }
+                Ok(Attempt::Refused(grant.expires_at))
+            }
         }
+    }
+
+    /// The shortest pause between two attempts of a waiter.
+    fn min_wait(&self) -> Duration {
+        (self.config().refresh_interval() / 4).max(Duration::from_millis(10))
     }
 
     /// How long to sleep after a refusal: until the holder's expiry on the database clock,
@@ -245,7 +320,7 @@ impl LeaseClient {
     /// within about one refresh interval.
     fn wait_for_expiry(&self, expires_at: Option<SystemTime>) -> Duration {
         let config = self.config();
-        let floor = (config.refresh_interval() / 4).max(Duration::from_millis(10));
+        let floor = self.min_wait();
         let cap = if config.listen() { config.lease_duration() } else { config.refresh_interval() };
         let until_expiry = expires_at
             .and_then(|e| e.duration_since(SystemTime::now()).ok())
@@ -255,7 +330,13 @@ impl LeaseClient {
 
     /// Sleeps for `wait`, or less if this lease is released (notification) or the connection
     /// drops (reconnect and listen again at once).
+    ///
+    /// A notification only ends the sleep, so that the caller asks the database again: it is a
+    /// hint, never a grant (anyone may send one). Woken by one, the waiter still pauses at least
+    /// [`min_wait`](Self::min_wait) after its last attempt, so a flood of notifications cannot
+    /// make it call the database more often than that.
     async fn sleep_or_wake(&self, wait: Duration, releases: &mut broadcast::Receiver<String>) {
+        let not_before = tokio::time::Instant::now() + self.min_wait().min(wait);
         let conn = self.shared.session.current();
         let closed = async {
             match &conn {
@@ -266,13 +347,14 @@ impl LeaseClient {
         let released = async {
             loop {
                 match releases.recv().await {
-                    Ok(name) if *name == *self.lease_name => return,
+                    Ok(name) if *name == *self.lease_name => break,
                     Ok(_) => continue,
                     // Missed some: one of them may have been ours.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
                     Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                 }
             }
+            tokio::time::sleep_until(not_before).await;
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -286,6 +368,9 @@ enum Attempt {
     Held(Tenure),
     /// Held by someone else (or busy); the expiry the database reported.
     Refused(Option<SystemTime>),
+    /// The call renewed a tenure held under our holder id that this client did not start:
+    /// another process uses the same id (see [`Error::DuplicateHolderId`]).
+    Duplicate { fencing_token: i64 },
 }
 
 enum AttemptError {
@@ -328,9 +413,12 @@ impl From<AttemptError> for Error {
 }
 
 /// Releases the lease in the background if dropped while armed (see `attempt`). Its task claim
-/// keeps a new acquire of the name from being sent before that release.
+/// keeps a new acquire of the name from being sent before that release, which is bounded by the
+/// call timeout so that it cannot hold up that acquire for long.
 struct UndoOnDrop {
+    session: Arc<Session>,
     conn: Option<Arc<DbConn>>,
+    claims: Arc<Claims>,
     claim: Option<TaskClaim>,
     holder: Uuid,
     name: Arc<str>,
@@ -346,12 +434,18 @@ impl UndoOnDrop {
 impl Drop for UndoOnDrop {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
+        // Whether the call ran, and what it started, is unknown until the release answers.
+        self.claims.tenure_unknown(&self.name);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (holder, name, claim) = (self.holder, self.name.clone(), self.claim.take());
+        let (session, claims) = (self.session.clone(), self.claims.clone());
         runtime.spawn(async move {
             let _claim = claim;
-            match conn.release(holder, &name).await {
-                Ok(released) => debug!(lease = %name, released, "cancelled acquire undone"),
+            match session.call(&conn, None, conn.release(holder, &name)).await {
+                Ok(released) => {
+                    claims.tenure_ended(&name);
+                    debug!(lease = %name, released, "cancelled acquire undone");
+                }
                 Err(e) => debug!(lease = %name, error = %e, "could not undo a cancelled acquire; it will expire"),
             }
         });
@@ -380,9 +474,36 @@ impl LeaseClientBuilder {
         self
     }
 
-    /// A stable holder id. Default: a random v4 UUID per client.
+    /// A stable holder id. Default: a fresh random v4 UUID for each [`build`](Self::build).
+    ///
+    /// **It must be unique per process.** The database knows a holder only by this id: two
+    /// processes that present the same one are the same holder to it, and both hold the lease
+    /// at once with the same fencing token, which then fences nothing. Never set it from a
+    /// configuration file that replicas share; derive it from something unique to the process
+    /// (or leave the default).
+    ///
+    /// Where the client can tell, it says so:
+    /// - an acquire that renews a tenure under this id that this client never started is not
+    ///   reported as held: [`try_acquire`](LeaseClient::try_acquire) returns
+    ///   [`Error::DuplicateHolderId`], [`acquire`](LeaseClient::acquire) warns and waits;
+    /// - unless the connection string sets `application_name`, the connection is named
+    ///   `lease_lock <holder id>`, and on its first connection a client with a configured id
+    ///   warns (`tracing`) if another session of the database has that name. A warning, not an
+    ///   error: it may be the lingering session of a crashed predecessor.
+    ///
+    /// Neither catches every case (two processes that never overlap on a lease, or that set
+    /// their own `application_name`): uniqueness is the caller's job.
     pub fn holder_id(mut self, id: Uuid) -> Self {
         self.config = self.config.with_holder_id(id);
+        self
+    }
+
+    /// The schema of the extension's functions and view. Default `lease_lock`, where the
+    /// extension installs them. The exact name (case-sensitive, no quotes): the client quotes it
+    /// as an identifier and calls every function qualified with it, so `search_path` plays no
+    /// part.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.config = self.config.with_schema(schema);
         self
     }
 
@@ -439,6 +560,8 @@ impl LeaseClientBuilder {
 
     /// Checks the settings and makes the client. Does not connect yet.
     ///
+    /// Each call draws a fresh random holder id unless one is configured.
+    ///
     /// # Errors
     /// [`Error::Config`] for an invalid setting or connection string.
     pub fn build(self) -> Result<LeaseClient, Error> {
@@ -450,12 +573,45 @@ impl LeaseClientBuilder {
             Some(c) => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
             None => tls,
         };
+        let configured = self.config.holder_id().is_some();
         let holder_id = self.config.holder_id().unwrap_or_else(Uuid::new_v4);
         let lease_name: Arc<str> = self.config.lease_name().into();
-        let session = Arc::new(Session::new(pg, tls, self.config));
+        let session = Arc::new(Session::new(pg, tls, self.config, holder_id, configured));
         Ok(LeaseClient {
             shared: Arc::new(Shared { session, holder_id, claims: Arc::default() }),
             lease_name,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_build_draws_its_own_holder_id() {
+        let config = LeaseConfig::default();
+        let ids: Vec<Uuid> = (0..3)
+            .map(|_| LeaseClient::builder("host=/tmp").config(config.clone()).build().unwrap().holder_id())
+            .collect();
+        assert!(ids.iter().all(|id| id.get_version_num() == 4), "{ids:?}");
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2], "{ids:?}");
+        // The configuration itself stays without one: serializing it cannot pin an id.
+        let client = LeaseClient::builder("host=/tmp").build().unwrap();
+        assert_eq!(client.config().holder_id(), None);
+        // Clones and clients for other leases are the same holder on the same connection.
+        assert_eq!(client.clone().holder_id(), client.holder_id());
+        assert_eq!(client.for_lease("other").unwrap().holder_id(), client.holder_id());
+        // A configured id is used as given.
+        let id = Uuid::new_v4();
+        assert_eq!(LeaseClient::builder("host=/tmp").holder_id(id).build().unwrap().holder_id(), id);
+    }
+
+    #[test]
+    fn bad_schema_is_a_config_error() {
+        for bad in ["", "a\0b"] {
+            let result = LeaseClient::builder("host=/tmp").schema(bad).build();
+            assert!(matches!(result, Err(Error::Config(ref m)) if m.contains("schema")), "{result:?}");
+        }
     }
 }

@@ -11,6 +11,11 @@ use uuid::Uuid;
 pub const MAX_LEASE_NAME_BYTES: usize = 255;
 /// Longest lease duration the extension accepts.
 pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Longest schema name PostgreSQL keeps, in bytes (`NAMEDATALEN - 1`); it truncates longer
+/// identifiers, which would name another schema.
+pub const MAX_SCHEMA_BYTES: usize = 63;
+/// The schema the extension installs its functions and view into.
+pub const DEFAULT_SCHEMA: &str = "lease_lock";
 
 /// Settings of a [`LeaseClient`](crate::LeaseClient), loadable with serde (durations in
 /// [humantime](https://docs.rs/humantime) form such as `"10s"` or `"250ms"`).
@@ -18,7 +23,8 @@ pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// | field | default | meaning |
 /// |---|---|---|
 /// | `lease_name` | `"default"` | the lease to hold (1 to 255 bytes) |
-/// | `holder_id` | random v4 UUID | this process's identity; set it for a stable one |
+/// | `holder_id` | a new random v4 UUID per built client | this client's identity on the lease; **if set, it must be unique per process** (see below) |
+/// | `schema` | `"lease_lock"` | the schema of the extension's functions, which the client calls schema-qualified; the exact name, not SQL (no quotes) |
 /// | `lease_duration` | 10 s | how long each acquire or renewal holds the lease on the database clock |
 /// | `refresh_interval` | 1 s | time between renewals; at most half the lease |
 /// | `renew_deadline` | 2/3 of the lease | how long after the last confirmed renewal was sent the holder still trusts the lease; must be below the lease duration |
@@ -26,6 +32,15 @@ pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// | `max_backoff` | 5 s | cap of the reconnect and retry back-off |
 /// | `session_settings` | `true` | set `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout` on the dedicated connection; turn off behind a transaction pooler |
 /// | `listen` | `true` | LISTEN for releases to wake waiters; turn off behind a transaction pooler (waiters then poll every refresh interval) |
+///
+/// # Holder ids
+/// The database knows a holder only by its id: whoever presents the id of the current holder
+/// (as the same role) *is* the holder, renews its tenure and gets its fencing token. So a
+/// `holder_id` written into a configuration file that several replicas share makes them all the
+/// holder at once, with one token, and fencing cannot tell them apart. Leave it unset (each
+/// [`build`](crate::LeaseClientBuilder::build) draws a fresh v4 UUID) unless each process gets
+/// its own, for example from its pod name. The client warns where it can tell (see
+/// [`LeaseClientBuilder::holder_id`](crate::LeaseClientBuilder::holder_id)) but cannot prevent it.
 ///
 /// # Example
 /// ```
@@ -40,6 +55,7 @@ pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub struct LeaseConfig {
     lease_name: String,
     holder_id: Option<Uuid>,
+    schema: String,
     #[serde(with = "humantime_serde")]
     lease_duration: Duration,
     #[serde(with = "humantime_serde")]
@@ -59,6 +75,7 @@ impl Default for LeaseConfig {
         LeaseConfig {
             lease_name: "default".into(),
             holder_id: None,
+            schema: DEFAULT_SCHEMA.into(),
             lease_duration: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(1),
             renew_deadline: None,
@@ -76,9 +93,15 @@ impl LeaseConfig {
         &self.lease_name
     }
 
-    /// The configured holder id, if one was set (otherwise the client draws a random one).
+    /// The configured holder id, if one was set (otherwise each built client draws a random
+    /// one).
     pub fn holder_id(&self) -> Option<Uuid> {
         self.holder_id
+    }
+
+    /// The schema of the extension's functions. Default `lease_lock`.
+    pub fn schema(&self) -> &str {
+        &self.schema
     }
 
     /// How long an acquire or renewal holds the lease, on the database's clock.
@@ -120,11 +143,13 @@ impl LeaseConfig {
     /// Checks every setting and their relations.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first bad setting: an empty or overlong lease name, a zero
-    /// duration, a lease over one day, a refresh interval above half the lease, a renew deadline
-    /// not above the refresh interval or not below the lease duration.
+    /// [`Error::Config`] naming the first bad setting: an empty or overlong lease name, an
+    /// empty or overlong schema name or one containing NUL, a zero duration, a lease over one
+    /// day, a refresh interval above half the lease, a renew deadline not above the refresh
+    /// interval or not below the lease duration.
     pub fn validate(&self) -> Result<(), Error> {
         validate_lease_name(&self.lease_name)?;
+        validate_schema(&self.schema)?;
         let positive = [
             ("lease_duration", self.lease_duration),
             ("refresh_interval", self.refresh_interval),
@@ -177,6 +202,34 @@ pub(crate) fn validate_lease_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+fn validate_schema(schema: &str) -> Result<(), Error> {
+    if schema.is_empty() || schema.len() > MAX_SCHEMA_BYTES {
+        return Err(Error::Config(format!(
+            "schema name must be 1 to {MAX_SCHEMA_BYTES} bytes, not {}",
+            schema.len()
+        )));
+    }
+    if schema.contains('\0') {
+        return Err(Error::Config("schema name must not contain NUL".into()));
+    }
+    Ok(())
+}
+
+/// `name` as an SQL identifier: in double quotes, each `"` in it doubled. Quoted, the name is
+/// taken exactly as given (case included) and cannot end the identifier early.
+pub(crate) fn quote_identifier(name: &str) -> String {
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            quoted.push('"');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
 /// Builds a [`LeaseConfig`] field by field; [`LeaseClientBuilder`](crate::LeaseClientBuilder)
 /// offers the same methods.
 impl LeaseConfig {
@@ -186,9 +239,22 @@ impl LeaseConfig {
         self
     }
 
-    /// Sets a stable holder id.
+    /// Sets a stable holder id, instead of a fresh random one for each built client.
+    ///
+    /// **It must be unique per process** (and per built client): two processes with one holder
+    /// id are one holder to the database, both "holding" the lease with the same fencing token.
+    /// Never put a fixed id into a configuration file that replicas share. See
+    /// [`LeaseClientBuilder::holder_id`](crate::LeaseClientBuilder::holder_id) for what the
+    /// client detects.
     pub fn with_holder_id(mut self, id: Uuid) -> Self {
         self.holder_id = Some(id);
+        self
+    }
+
+    /// Sets the schema the extension's functions are in (default `lease_lock`). The exact name
+    /// as PostgreSQL stores it, case-sensitive and without quotes: the client quotes it.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
         self
     }
 
@@ -249,6 +315,22 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.renew_deadline(), Duration::from_secs(10) * 2 / 3);
         assert_eq!(c.call_timeout(), Duration::from_secs(2));
+        assert_eq!(c.schema(), "lease_lock");
+        assert_eq!(c.holder_id(), None);
+    }
+
+    #[test]
+    fn schema_names_are_validated_and_quoted_as_identifiers() {
+        let d = LeaseConfig::default();
+        assert!(err(d.clone().with_schema("")).contains("schema name"));
+        assert!(err(d.clone().with_schema("a\0b")).contains("NUL"));
+        assert!(err(d.clone().with_schema("s".repeat(64))).contains("schema name"));
+        d.clone().with_schema("s".repeat(63)).validate().unwrap();
+        d.clone().with_schema(r#"we"ird; DROP"#).validate().unwrap();
+        assert_eq!(quote_identifier("lease_lock"), r#""lease_lock""#);
+        assert_eq!(quote_identifier("Mixed Case"), r#""Mixed Case""#);
+        assert_eq!(quote_identifier(r#"a"b""#), r#""a""b""""#);
+        assert_eq!(quote_identifier(r#"x".lease_acquire(--"#), r#""x"".lease_acquire(--""#);
     }
 
     #[test]
@@ -275,6 +357,9 @@ mod tests {
         )
         .unwrap();
         c.validate().unwrap();
+        assert_eq!(c.schema(), "lease_lock");
+        let public: LeaseConfig = serde_json::from_str(r#"{"schema":"public"}"#).unwrap();
+        assert_eq!(public.schema(), "public");
         assert_eq!(c.lease_name(), "orders");
         assert_eq!(c.refresh_interval(), Duration::from_millis(200));
         assert_eq!(c.renew_deadline(), Duration::from_secs(2));

@@ -10,7 +10,9 @@ pub enum Error {
     /// A setting is invalid (see [`LeaseConfig::validate`](crate::LeaseConfig::validate)).
     #[error("invalid lease configuration: {0}")]
     Config(String),
-    /// Connecting to PostgreSQL, or preparing the dedicated connection, failed.
+    /// Connecting to PostgreSQL, or preparing the dedicated connection, failed with an error
+    /// (refused, authentication, a missing schema or function). An open that does not finish
+    /// within the call timeout is [`Error::CallTimeout`].
     #[error("could not connect to PostgreSQL")]
     Connect(#[source] tokio_postgres::Error),
     /// `lease_acquire` failed with an error that retrying will not fix (for example the
@@ -20,7 +22,9 @@ pub enum Error {
     /// `lease_release` failed.
     #[error("lease_release failed")]
     Release(#[source] tokio_postgres::Error),
-    /// A database call took longer than the call timeout.
+    /// A database call took longer than the call timeout. Opening the dedicated connection
+    /// counts as one call: TCP connect, TLS, the startup exchange, LISTEN and the prepared
+    /// statements together, so a server that accepts connections but never answers ends here.
     #[error("database call took longer than {0:?}")]
     CallTimeout(Duration),
     /// This client already has a handle on this lease, or an acquire of it is running: one
@@ -30,6 +34,21 @@ pub enum Error {
     /// [`LeaseClient::acquire_timeout`](crate::LeaseClient::acquire_timeout) gave up.
     #[error("lease not acquired within {0:?}")]
     AcquireTimeout(Duration),
+    /// `lease_acquire` renewed a tenure that was already held under this client's holder id,
+    /// though this client never started it: another process (or another client built with the
+    /// same [`holder_id`](crate::LeaseClientBuilder::holder_id)) presents the same id, or a
+    /// predecessor with that id crashed and its tenure has not expired yet. The client does not
+    /// treat it as held and does not release it (that would end the other process's tenure).
+    /// Holder ids must be unique per process.
+    #[error(
+        "lease {lease_name:?} is already held under this holder id by another process          (fencing token {fencing_token}): holder ids must be unique per process"
+    )]
+    DuplicateHolderId {
+        /// The lease.
+        lease_name: String,
+        /// The token of the tenure the other process holds.
+        fencing_token: i64,
+    },
 }
 
 impl Error {

@@ -15,7 +15,7 @@
 //! refresh interval), then reports the loss.
 
 use crate::backoff::Backoff;
-use crate::claims::HandleClaim;
+use crate::claims::{Claims, HandleClaim};
 use crate::error::Error;
 use crate::session::{CallError, Grant, Session};
 use std::future::Future;
@@ -256,9 +256,14 @@ impl Lease {
     /// Stops renewing and releases the lease now, so that a waiting standby (woken by the
     /// release notification) takes over at once. Returns `false` if it was no longer held.
     ///
+    /// Ends within about twice the call timeout, whatever the server does: at most one call
+    /// timeout to get a connection (opening one included, or waiting for another task's open)
+    /// and one for the `lease_release` call.
+    ///
     /// # Errors
-    /// [`Error::Release`] or [`Error::CallTimeout`] if the release could not be confirmed; the
-    /// lease then expires after at most the lease duration.
+    /// [`Error::Release`] or [`Error::CallTimeout`] if the release could not be confirmed, and
+    /// [`Error::Connect`] if no connection could be opened; the lease then expires after at
+    /// most the lease duration.
     ///
     /// # Cancel safety
     /// Cancel-safe in effect: once called, the release runs to completion in the renewal task
@@ -311,10 +316,11 @@ impl Lease {
         );
         let holder_id = tenure.holder_id;
         // The task may send a release after the handle is gone: it keeps the name claimed.
-        let task_claim = claim.claims().claim_task(&tenure.lease_name);
+        let claims = claim.claims().clone();
+        let task_claim = claims.claim_task(&tenure.lease_name);
         tokio::spawn(
             async move {
-                renew(tenure, state_tx, boot_deadline, command_rx).await;
+                renew(tenure, &claims, state_tx, boot_deadline, command_rx).await;
                 drop(task_claim);
             }
             .instrument(span),
@@ -326,6 +332,7 @@ impl Lease {
 /// The renewal task. Ends when the lease is lost, released, or its handle dropped.
 async fn renew(
     t: Tenure,
+    claims: &Claims,
     state: watch::Sender<LeaseState>,
     boot_deadline: Arc<AtomicU64>,
     mut commands: mpsc::Receiver<Command>,
@@ -352,7 +359,7 @@ async fn renew(
         };
         tokio::select! {
             biased;
-            command = commands.recv() => return finish(&t, &state, command).await,
+            command = commands.recv() => return finish(&t, claims, &state, command).await,
             _ = sleep_until(deadline.into()) => return lose(&state, LossReason::RenewDeadline { last_error }),
             _ = sleep_until(next_refresh.into()) => {}
             _ = connection_closed => debug!("connection closed: renewing now"),
@@ -374,7 +381,7 @@ async fn renew(
         };
         let outcome = tokio::select! {
             biased;
-            command = commands.recv() => return finish(&t, &state, command).await,
+            command = commands.recv() => return finish(&t, claims, &state, command).await,
             _ = sleep_until(deadline.into()) => return lose(&state, LossReason::RenewDeadline { last_error }),
             outcome = attempt => outcome,
         };
@@ -382,7 +389,7 @@ async fn renew(
             return lose(&state, LossReason::RenewDeadline { last_error });
         }
         match outcome {
-            Ok(Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at) })
+            Ok(Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at), .. })
                 if token == t.fencing_token =>
             {
                 confirmed_at = sent_at;
@@ -397,7 +404,20 @@ async fn renew(
                 });
                 debug!("renewed");
             }
-            Ok(_) => return lose(&state, LossReason::NotHeld),
+            Ok(grant) => {
+                if grant.acquired {
+                    // Renewed, but another tenure than ours: after ours ended, a process with
+                    // the same holder id started a new one.
+                    warn!(
+                        other_token = grant.fencing_token,
+                        "the lease is held under this holder id with another token: another \
+                         process uses the same holder id (holder ids must be unique per process)"
+                    );
+                }
+                // Not ours now, whatever it is: nothing of ours left to release.
+                claims.tenure_ended(&t.lease_name);
+                return lose(&state, LossReason::NotHeld);
+            }
             Err(e) => {
                 warn!(error = %e, "renewal failed; retrying until the renew deadline");
                 last_error = Some(e);
@@ -413,8 +433,12 @@ fn lose(state: &watch::Sender<LeaseState>, reason: LossReason) {
 }
 
 /// Handles a release request, or the handle being dropped (`None`): release, then report.
-async fn finish(t: &Tenure, state: &watch::Sender<LeaseState>, command: Option<Command>) {
+async fn finish(t: &Tenure, claims: &Claims, state: &watch::Sender<LeaseState>, command: Option<Command>) {
     let result = release(t).await;
+    if result.is_ok() {
+        // Released, or the server says it was no longer ours: no tenure left under our id.
+        claims.tenure_ended(&t.lease_name);
+    }
     state.send_replace(LeaseState::Released);
     match command {
         Some(Command::Release(reply)) => {

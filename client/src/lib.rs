@@ -2,8 +2,9 @@
 //! connection, renew it in the background, and learn the moment it can no longer be trusted.
 //!
 //! A [`LeaseClient`] takes a connection string (or a [`tokio_postgres::Config`]) and the lease
-//! settings of [`LeaseConfig`]. [`LeaseClient::acquire`] waits until the lease is held (woken by
-//! the extension's release notification, or at the holder's expiry) and returns a [`Lease`],
+//! settings of [`LeaseConfig`]. [`LeaseClient::acquire`] waits until the lease is held (checking
+//! again when the extension's release notification arrives, which is only a hint, or at the
+//! holder's expiry) and returns a [`Lease`],
 //! whose background task renews it every `refresh_interval`. The lease is trusted until
 //! `renew_deadline` after the send time of the last renewal the database confirmed, which is
 //! always before the database could hand it to anyone else; when that passes, or the database
@@ -17,16 +18,27 @@
 //! - **Many leases**: [`LeaseClient::for_lease`] gives clients of other lease names that share
 //!   one connection and one holder id; their renewals pipeline over that connection.
 //!
-//! Settings and their defaults (see [`LeaseConfig`]): lease name `default`, holder id a random
-//! UUID, lease duration 10 s, refresh interval 1 s (at most half the lease), renew deadline 2/3
-//! of the lease (below the lease), call timeout 2 s, back-off cap 5 s, session settings and
-//! LISTEN on. Invalid settings are an [`Error::Config`] from `build`, never a panic. TLS is the
-//! `tls` cargo feature (rustls).
+//! Settings and their defaults (see [`LeaseConfig`]): lease name `default`, holder id a fresh
+//! random UUID per built client, schema `lease_lock` (where the extension's functions are;
+//! every call is schema-qualified with it), lease duration 10 s, refresh interval 1 s (at most
+//! half the lease), renew deadline 2/3 of the lease (below the lease), call timeout 2 s,
+//! back-off cap 5 s, session settings and LISTEN on. Invalid settings are an [`Error::Config`]
+//! from `build`, never a panic. TLS is the `tls` cargo feature (rustls).
+//!
+//! Every operation ends within its documented bound even when the server accepts connections
+//! but never answers: opening the connection counts as one call of at most the call timeout.
+//!
+//! # Holder ids
+//! The database knows a holder only by its id, so **a configured holder id must be unique per
+//! process**: replicas that share one (from a common configuration file) all hold the lease at
+//! once with one fencing token. Leave it unset unless each process gets its own. The client
+//! refuses a tenure it did not start ([`Error::DuplicateHolderId`]) and warns when it sees
+//! another session with its id (see [`LeaseClientBuilder::holder_id`]).
 //!
 //! # Fencing
 //! A lease alone cannot stop a paused holder from writing after it lost the lease. Pass
-//! [`Lease::fencing_token`] to `lease_fence(token, lease_name)` inside each transaction that
-//! writes protected data: it fails with SQLSTATE `LL001` unless the token is the current
+//! [`Lease::fencing_token`] to `lease_lock.lease_fence(token, lease_name)` inside each
+//! transaction that writes protected data: it fails with SQLSTATE `LL001` unless the token is the current
 //! tenure, and holds off the next tenure until the transaction ends.
 //!
 //! # Example
@@ -44,7 +56,7 @@
 //! let token = lease.fencing_token();
 //! let outcome = lease
 //!     .run_while_held(async move {
-//!         // Work as the leader; write with `SELECT lease_fence($token, 'orders-worker')` first.
+//!         // Work as the leader; write with `SELECT lease_lock.lease_fence($1, $2)` first.
 //!         let _ = token;
 //!     })
 //!     .await;
@@ -65,7 +77,7 @@ mod lease;
 mod session;
 
 pub use client::{LeaseClient, LeaseClientBuilder};
-pub use config::{LeaseConfig, MAX_LEASE_DURATION, MAX_LEASE_NAME_BYTES};
+pub use config::{LeaseConfig, DEFAULT_SCHEMA, MAX_LEASE_DURATION, MAX_LEASE_NAME_BYTES, MAX_SCHEMA_BYTES};
 pub use error::Error;
 pub use lease::{Lease, LeaseInfo, LeaseState, LossReason};
 pub use session::RELEASE_CHANNEL;

@@ -3,9 +3,13 @@
 //! One [`Session`] serves every lease of a [`LeaseClient`](crate::LeaseClient) (and of the clients
 //! made from it with `for_lease`): renewals of many leases pipeline over one connection. It is
 //! never used for anything else. A call that times out aborts the connection (a stalled socket
-//! would hold up every later call), and the next call reconnects.
+//! would hold up every later call), and the next call reconnects. Opening a connection is bounded
+//! like a call: a server that accepts TCP but never answers costs one call timeout, not forever.
+//!
+//! The lease functions are called schema-qualified ([`LeaseConfig::schema`]), so the
+//! connection's `search_path` never decides which function runs.
 
-use crate::config::LeaseConfig;
+use crate::config::{quote_identifier, LeaseConfig};
 use crate::error::Error;
 use bytes::BytesMut;
 use futures_util::future::poll_fn;
@@ -22,11 +26,43 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 /// The channel `lease_release` and `lease_evict` notify, with the lease name as payload.
+///
+/// A notification is only a hint: any role that can connect may `NOTIFY` this channel with any
+/// payload, and the channel is the same whatever schema the extension is in. The client treats
+/// one for its lease as "check again now": a waiter calls `lease_acquire` again (at most once
+/// per quarter refresh interval), and only the answer of that call can grant the lease.
 pub const RELEASE_CHANNEL: &str = "lease_lock_released";
 
-const ACQUIRE_SQL: &str = "SELECT acquired, fencing_token, expires_at FROM lease_acquire($1, $2, $3)";
-const REFRESH_SQL: &str = "SELECT acquired, fencing_token, expires_at FROM lease_refresh($1, $2, $3)";
-const RELEASE_SQL: &str = "SELECT lease_release($1, $2)";
+/// The statements of the three lease calls, with the extension's schema in them.
+#[derive(Debug)]
+struct Sql {
+    acquire: String,
+    refresh: String,
+    release: String,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Sql {
+        // The schema is an identifier, not a value: it cannot be a bound parameter, so it is
+        // quoted (`quote_identifier`) into the text. Every value is a bound parameter.
+        let s = quote_identifier(schema);
+        Sql {
+            // The fourth column reads the lease row as of the statement's snapshot, which is
+            // taken before `lease_acquire` runs (a volatile function's writes are invisible to
+            // the statement that calls it): the token of a tenure that was already held under
+            // this holder id. If `lease_acquire` answers with that same token, it renewed that
+            // tenure rather than starting one (a new tenure always gets a higher token).
+            acquire: format!(
+                "SELECT a.acquired, a.fencing_token, a.expires_at, \
+                 (SELECT s.fencing_token FROM {s}.lease_status s \
+                  WHERE s.lease_name = $3 AND s.holder = $1) \
+                 FROM {s}.lease_acquire($1, $2, $3) a"
+            ),
+            refresh: format!("SELECT acquired, fencing_token, expires_at FROM {s}.lease_refresh($1, $2, $3)"),
+            release: format!("SELECT {s}.lease_release($1, $2)"),
+        }
+    }
+}
 
 /// What `lease_acquire` and `lease_refresh` answered.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +70,9 @@ pub(crate) struct Grant {
     pub acquired: bool,
     pub fencing_token: Option<i64>,
     pub expires_at: Option<SystemTime>,
+    /// `lease_acquire` renewed a tenure already held under the caller's holder id before the
+    /// call, instead of starting one. Always `false` for `lease_refresh`.
+    pub continued: bool,
 }
 
 /// A [`Duration`] sent as a PostgreSQL `interval` (microseconds, no days or months).
@@ -71,6 +110,7 @@ pub(crate) enum Tls {
 /// One open connection and its prepared statements.
 pub(crate) struct DbConn {
     client: Client,
+    sql: Arc<Sql>,
     statements: Option<[Statement; 3]>,
     closed: watch::Receiver<bool>,
     driver: JoinHandle<()>,
@@ -98,10 +138,10 @@ impl DbConn {
         !*self.closed.borrow() && !self.discarded.load(Ordering::Relaxed) && !self.client.is_closed()
     }
 
+    /// `which` is 0 for `lease_acquire`, 1 for `lease_refresh`.
     async fn grant(
         &self,
         which: usize,
-        sql: &str,
         holder: Uuid,
         duration: Duration,
         name: &str,
@@ -112,13 +152,16 @@ impl DbConn {
                 self.client.query_one(&statements[which], &[&holder, &interval, &name]).await?
             }
             None => {
+                let sql = if which == 0 { &self.sql.acquire } else { &self.sql.refresh };
                 let params: [(&(dyn ToSql + Sync), Type); 3] =
                     [(&holder, Type::UUID), (&interval, Type::INTERVAL), (&name, Type::TEXT)];
                 let rows = self.client.query_typed(sql, &params).await?;
                 rows.into_iter().next().expect("lease functions return one row")
             }
         };
-        Ok(Grant { acquired: row.get(0), fencing_token: row.get(1), expires_at: row.get(2) })
+        let (acquired, fencing_token): (bool, Option<i64>) = (row.get(0), row.get(1));
+        let continued = which == 0 && acquired && fencing_token.is_some() && row.get::<_, Option<i64>>(3) == fencing_token;
+        Ok(Grant { acquired, fencing_token, expires_at: row.get(2), continued })
     }
 
     pub async fn acquire(
@@ -127,7 +170,7 @@ impl DbConn {
         duration: Duration,
         name: &str,
     ) -> Result<Grant, tokio_postgres::Error> {
-        self.grant(0, ACQUIRE_SQL, holder, duration, name).await
+        self.grant(0, holder, duration, name).await
     }
 
     pub async fn refresh(
@@ -136,7 +179,7 @@ impl DbConn {
         duration: Duration,
         name: &str,
     ) -> Result<Grant, tokio_postgres::Error> {
-        self.grant(1, REFRESH_SQL, holder, duration, name).await
+        self.grant(1, holder, duration, name).await
     }
 
     pub async fn release(&self, holder: Uuid, name: &str) -> Result<bool, tokio_postgres::Error> {
@@ -145,7 +188,7 @@ impl DbConn {
             None => {
                 let params: [(&(dyn ToSql + Sync), Type); 2] =
                     [(&holder, Type::UUID), (&name, Type::TEXT)];
-                let rows = self.client.query_typed(RELEASE_SQL, &params).await?;
+                let rows = self.client.query_typed(&self.sql.release, &params).await?;
                 rows.into_iter().next().expect("lease_release returns one row")
             }
         };
@@ -158,20 +201,46 @@ pub(crate) struct Session {
     pg: tokio_postgres::Config,
     tls: Tls,
     config: LeaseConfig,
+    sql: Arc<Sql>,
     current: Mutex<Option<Arc<DbConn>>>,
     releases: broadcast::Sender<String>,
+    /// The `application_name` to look for in other sessions on the first open (see
+    /// [`Session::warn_if_holder_id_in_use`]), until that check has run.
+    duplicate_check: std::sync::Mutex<Option<String>>,
 }
 
 impl Session {
-    pub fn new(mut pg: tokio_postgres::Config, tls: Tls, config: LeaseConfig) -> Session {
+    /// `holder_configured`: the holder id came from the configuration (a random one cannot be
+    /// shared by accident).
+    pub fn new(
+        mut pg: tokio_postgres::Config,
+        tls: Tls,
+        config: LeaseConfig,
+        holder: Uuid,
+        holder_configured: bool,
+    ) -> Session {
+        let mut duplicate_check = None;
         if pg.get_application_name().is_none() {
-            pg.application_name("lease_lock");
+            // Names the connection after the holder: an operator can match pg_stat_activity to
+            // lease_status, and the first open can see another process using the same id.
+            let name = format!("lease_lock {holder}");
+            pg.application_name(&name);
+            duplicate_check = holder_configured.then_some(name);
         }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(config.call_timeout());
         }
         let (releases, _) = broadcast::channel(256);
-        Session { pg, tls, config, current: Mutex::new(None), releases }
+        let sql = Arc::new(Sql::new(config.schema()));
+        Session {
+            pg,
+            tls,
+            config,
+            sql,
+            current: Mutex::new(None),
+            releases,
+            duplicate_check: std::sync::Mutex::new(duplicate_check),
+        }
     }
 
     pub fn config(&self) -> &LeaseConfig {
@@ -185,17 +254,31 @@ impl Session {
 
     /// The open connection, or a new one. One attempt: the caller decides about back-off.
     ///
+    /// Takes at most the call timeout, waiting for another task's open included: the whole
+    /// open (TCP connect, TLS, startup exchange, session settings, LISTEN, prepares) counts as
+    /// one call. tokio-postgres's `connect_timeout` covers only the TCP connect, so without this
+    /// a server that accepts connections but never answers (a hung postmaster, a proxy with no
+    /// backend) would hold every operation forever.
+    ///
+    /// # Errors
+    /// [`Error::CallTimeout`] when that time is up; [`Error::Connect`] when opening failed.
+    ///
     /// # Cancel safety
-    /// Cancel-safe: a connection being opened when cancelled is dropped, nothing is stored.
+    /// Cancel-safe: a connection being opened when cancelled (or timed out) is dropped, its
+    /// driver aborted and its socket closed; nothing is stored.
     pub async fn conn(&self) -> Result<Arc<DbConn>, Error> {
-        let mut current = self.current.lock().await;
-        if let Some(conn) = current.as_ref().filter(|c| c.is_usable()) {
-            return Ok(conn.clone());
-        }
-        *current = None;
-        let conn = Arc::new(self.open().await?);
-        *current = Some(conn.clone());
-        Ok(conn)
+        let limit = self.config.call_timeout();
+        let get = async {
+            let mut current = self.current.lock().await;
+            if let Some(conn) = current.as_ref().filter(|c| c.is_usable()) {
+                return Ok(conn.clone());
+            }
+            *current = None;
+            let conn = Arc::new(self.open().await?);
+            *current = Some(conn.clone());
+            Ok(conn)
+        };
+        tokio::time::timeout(limit, get).await.map_err(|_| Error::CallTimeout(limit))?
     }
 
     /// The open connection, if there is one and nobody is opening one right now. Never waits.
@@ -240,6 +323,7 @@ impl Session {
         }
     }
 
+    /// Opens and prepares a connection. No time limit of its own: [`Session::conn`] bounds it.
     async fn open(&self) -> Result<DbConn, Error> {
         let started = Instant::now();
         let (closed_tx, closed) = watch::channel(false);
@@ -255,7 +339,14 @@ impl Session {
                 (client, spawn_driver(connection, self.releases.clone(), closed_tx))
             }
         };
-        let mut conn = DbConn { client, statements: None, closed, driver, discarded: AtomicBool::new(false) };
+        let mut conn = DbConn {
+            client,
+            sql: self.sql.clone(),
+            statements: None,
+            closed,
+            driver,
+            discarded: AtomicBool::new(false),
+        };
         let setup = async {
             let mut batch = String::new();
             if self.config.session_settings() {
@@ -279,22 +370,58 @@ impl Session {
             if self.config.session_settings() {
                 // Named prepared statements need a session of our own; behind a transaction
                 // pooler (session_settings off) each call is parsed with its types instead.
+                let sql = &self.sql;
                 let (a, r, l) = tokio::try_join!(
-                    conn.client.prepare_typed(ACQUIRE_SQL, &[Type::UUID, Type::INTERVAL, Type::TEXT]),
-                    conn.client.prepare_typed(REFRESH_SQL, &[Type::UUID, Type::INTERVAL, Type::TEXT]),
-                    conn.client.prepare_typed(RELEASE_SQL, &[Type::UUID, Type::TEXT]),
+                    conn.client.prepare_typed(&sql.acquire, &[Type::UUID, Type::INTERVAL, Type::TEXT]),
+                    conn.client.prepare_typed(&sql.refresh, &[Type::UUID, Type::INTERVAL, Type::TEXT]),
+                    conn.client.prepare_typed(&sql.release, &[Type::UUID, Type::TEXT]),
                 )?;
                 conn.statements = Some([a, r, l]);
             }
             Ok::<_, tokio_postgres::Error>(())
         };
-        match tokio::time::timeout(self.config.call_timeout(), setup).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Connect(e)),
-            Err(_) => return Err(Error::CallTimeout(self.config.call_timeout())),
-        }
+        setup.await.map_err(Error::Connect)?;
+        self.warn_if_holder_id_in_use(&conn.client).await;
         debug!(elapsed_ms = started.elapsed().as_millis() as u64, "connected");
         Ok(conn)
+    }
+
+    /// On the first open with a configured holder id, warns if another session of this
+    /// database carries the same `application_name` (which names the holder id).
+    ///
+    /// Why this check: `pg_stat_activity` shows every session's `application_name` to every
+    /// role, so one query, once per client, sees a second process with our id before either
+    /// touches a lease, even when they never compete for the same lease at the same moment. It
+    /// is only a warning because it can be wrong both ways: the backend of a crashed
+    /// predecessor lingers until the server notices its socket is gone (a false alarm, and the
+    /// reason to check only the first open: after a reconnect our own old backend may linger),
+    /// and a process that sets its own `application_name`, or connects through a pooler or to
+    /// another database, is not seen. The certain signal is an acquire that renews a tenure
+    /// this client never started: that is [`Error::DuplicateHolderId`].
+    async fn warn_if_holder_id_in_use(&self, client: &Client) {
+        let Some(name) = self.duplicate_check.lock().expect("duplicate check lock").clone() else {
+            return;
+        };
+        let sql = "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                   WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid() \
+                   AND datname = pg_catalog.current_database()";
+        match client.query_typed(sql, &[(&name, Type::TEXT)]).await {
+            Ok(rows) => {
+                let others: i64 = rows.first().map_or(0, |r| r.get(0));
+                if others > 0 {
+                    warn!(
+                        application_name = %name,
+                        sessions = others,
+                        "another session uses this client's holder id: holder ids must be unique \
+                         per process, or both processes hold the lease at once (ignore this if \
+                         it is the lingering session of a crashed predecessor)"
+                    );
+                }
+            }
+            // Not worth failing the connection for: the acquire check still stands.
+            Err(e) => debug!(error = %e, "could not look for other sessions with this holder id"),
+        }
+        *self.duplicate_check.lock().expect("duplicate check lock") = None;
     }
 }
 
@@ -309,6 +436,15 @@ impl CallError {
     pub fn is_transient(&self) -> bool {
         match self {
             CallError::Db(e) => crate::error::is_transient(e),
+            CallError::Timeout(_) => true,
+        }
+    }
+
+    /// Whether the call may have run on the server though we have no answer: it timed out or
+    /// the connection broke. (A database error means the statement failed and was rolled back.)
+    pub fn answer_lost(&self) -> bool {
+        match self {
+            CallError::Db(e) => e.code().is_none(),
             CallError::Timeout(_) => true,
         }
     }
@@ -327,6 +463,9 @@ impl std::fmt::Display for CallError {
 }
 
 /// Drives a connection: forwards release notifications, then flags the end.
+///
+/// Notifications are forwarded as hints only (see [`RELEASE_CHANNEL`]): they wake waiters to
+/// call `lease_acquire` again, and nothing else reads them.
 fn spawn_driver<S, T>(
     mut connection: Connection<S, T>,
     releases: broadcast::Sender<String>,

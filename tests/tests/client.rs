@@ -1,9 +1,13 @@
 //! The Rust client against a real PostgreSQL: the reference implementation's scenarios, plus
-//! ours (blocked renewal, many leases, drop vs release, cancellation, tokens). Short leases:
-//! 2 s, renewed every 200 ms, trusted for 1.2 s after the last confirmed renewal.
+//! ours (blocked renewal, many leases, drop vs release, cancellation, tokens, a server that never
+//! answers, shared holder ids, forged notifications). Short leases: 2 s, renewed every 200 ms,
+//! trusted for 1.2 s after the last confirmed renewal. The extension's objects are in the schema
+//! `lease_lock`; SQL here names them qualified.
 
 use lease_lock_client::{Error, Lease, LeaseClient, LeaseState, LossReason};
+use lease_lock_tests::proxy::Proxy;
 use lease_lock_tests::{init_tracing, shared_cluster, TestDb};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::time::{sleep, timeout};
 
@@ -27,7 +31,7 @@ fn client(db: &TestDb, lease: &str, app: &str) -> LeaseClient {
 /// `(holder, fencing_token, held)` of a lease as the database sees it.
 fn status(db: &TestDb, lease: &str) -> (String, i64, bool) {
     let row = db.psql(&format!(
-        "SELECT coalesce(holder::text, ''), fencing_token, held FROM lease_status WHERE lease_name = '{lease}'"
+        "SELECT coalesce(holder::text, ''), fencing_token, held FROM lease_lock.lease_status WHERE lease_name = '{lease}'"
     ));
     let mut parts = row.split('|');
     let holder = parts.next().unwrap_or_default().to_string();
@@ -171,7 +175,7 @@ async fn acquire_with_timeout_fails_cleanly_while_held() {
 async fn works_on_a_fresh_database_with_only_the_extension() {
     init_tracing();
     let db = shared_cluster().fresh_database();
-    assert_eq!(db.psql("SELECT count(*) FROM lease_status"), "0");
+    assert_eq!(db.psql("SELECT count(*) FROM lease_lock.lease_status"), "0");
     let lease = LeaseClient::builder(&db.conninfo()).build().unwrap().acquire().await.unwrap();
     assert_eq!((lease.lease_name(), lease.fencing_token()), ("default", 1));
     assert!(lease.release().await.unwrap());
@@ -188,17 +192,17 @@ async fn blocked_renewal_is_reported_lost_before_the_database_expiry() {
     sleep(REFRESH * 2).await;
     // EXCLUSIVE blocks the renewal's UPDATE but not reads of lease_status.
     let blocker = db.connect().await;
-    blocker.batch_execute("BEGIN; LOCK TABLE leases IN EXCLUSIVE MODE").await.unwrap();
+    blocker.batch_execute("BEGIN; LOCK TABLE lease_lock.leases IN EXCLUSIVE MODE").await.unwrap();
     let blocked_at = Instant::now();
     let reason = timeout(LEASE * 2, lease.lost()).await.expect("loss reported");
     let lost_after = blocked_at.elapsed();
     assert!(matches!(reason, LossReason::RenewDeadline { .. }), "{reason:?}");
     // At the moment of the loss the database still counts the lease as held by us.
-    let still_held = db.psql("SELECT held, expires_at > clock_timestamp() FROM lease_status WHERE lease_name = 'l'");
+    let still_held = db.psql("SELECT held, expires_at > clock_timestamp() FROM lease_lock.lease_status WHERE lease_name = 'l'");
     assert_eq!(still_held, "t|t", "loss must be reported before the database expiry");
     assert!(!lease.is_held());
     assert!(lost_after <= DEADLINE + REFRESH, "reported after {lost_after:?}");
-    let expiry = db.psql("SELECT expires_at FROM lease_status WHERE lease_name = 'l'");
+    let expiry = db.psql("SELECT expires_at FROM lease_lock.lease_status WHERE lease_name = 'l'");
 
     let standby = client(&db, "l", "standby7");
     let waiting = tokio::spawn(async move { standby.acquire().await });
@@ -207,7 +211,7 @@ async fn blocked_renewal_is_reported_lost_before_the_database_expiry() {
     let next = timeout(LEASE * 2, waiting).await.expect("standby acquired").unwrap().unwrap();
     assert_eq!(next.fencing_token(), 2);
     let after_expiry = db.psql(&format!(
-        "SELECT acquired_at >= '{expiry}'::timestamptz FROM lease_status WHERE lease_name = 'l'"
+        "SELECT acquired_at >= '{expiry}'::timestamptz FROM lease_lock.lease_status WHERE lease_name = 'l'"
     ));
     assert_eq!(after_expiry, "t", "the standby's tenure began before the old expiry {expiry}");
 }
@@ -234,7 +238,7 @@ async fn one_client_holds_a_hundred_leases_on_one_connection() {
     let (cpu, wall) = (cpu_time() - cpu_before, wall_before.elapsed());
     assert!(leases.iter().all(|l| l.is_held()));
     let held = db.psql(&format!(
-        "SELECT count(*) FROM lease_status WHERE held AND holder = '{}'",
+        "SELECT count(*) FROM lease_lock.lease_status WHERE held AND holder = '{}'",
         base.holder_id()
     ));
     assert_eq!(held, "100");
@@ -306,7 +310,7 @@ async fn release_after_loss_and_double_handles() {
     let c = client(&db, "l", "a9c");
     let lease = c.acquire().await.unwrap();
     assert!(matches!(c.try_acquire().await, Err(Error::InUse(_))));
-    db.psql("SELECT lease_evict('l')");
+    db.psql("SELECT lease_lock.lease_evict('l')");
     let reason = timeout(LEASE, lease.lost()).await.expect("eviction noticed");
     assert_eq!(reason, LossReason::NotHeld);
     assert!(!lease.release().await.unwrap());
@@ -385,7 +389,7 @@ async fn elector_competes_again_after_a_loss() {
         .await
     });
     assert_eq!(timeout(LEASE, rx.recv()).await.unwrap(), Some(1));
-    db.psql("SELECT lease_evict('l')");
+    db.psql("SELECT lease_lock.lease_evict('l')");
     assert_eq!(timeout(LEASE * 2, rx.recv()).await.unwrap(), Some(2));
     stop_tx.send(()).unwrap();
     timeout(LEASE, elector).await.unwrap().unwrap().unwrap();
@@ -433,4 +437,396 @@ async fn works_through_pgbouncer_in_transaction_mode() {
     assert!(takeover < REFRESH * 2, "takeover took {takeover:?}");
     let states = states.await.unwrap();
     assert!(states.iter().all(|s| !matches!(s, LeaseState::Lost(_))), "{states:?}");
+}
+
+// ---- Schema-qualified calls ----
+
+// The client calls the extension's functions qualified with its schema, so the connection's
+// search_path plays no part: it works with only pg_catalog on the path, with prepared
+// statements and without (the pooler mode).
+#[tokio::test]
+async fn calls_are_schema_qualified_whatever_the_search_path() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    for session_settings in [true, false] {
+        let c = LeaseClient::builder(&format!(
+            "{} application_name=qualified options='-c search_path=pg_catalog'",
+            db.conninfo()
+        ))
+        .lease_name("q")
+        .lease_duration(LEASE)
+        .refresh_interval(REFRESH)
+        .renew_deadline(DEADLINE)
+        .session_settings(session_settings)
+        .build()
+        .unwrap();
+        assert_eq!(c.config().schema(), "lease_lock");
+        let lease = c.acquire().await.unwrap();
+        sleep(REFRESH * 3).await; // a few renewals
+        assert!(lease.is_held());
+        assert_eq!(status(&db, "q"), (lease.holder_id().to_string(), lease.fencing_token(), true));
+        assert!(lease.release().await.unwrap());
+    }
+}
+
+// A schema without the extension is a permanent error (SQLSTATE 3F000), returned rather than
+// retried forever.
+#[tokio::test]
+async fn a_wrong_schema_is_a_permanent_error() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    for session_settings in [true, false] {
+        let c = LeaseClient::builder(&db.conninfo())
+            .schema("no such schema")
+            .session_settings(session_settings)
+            .build()
+            .unwrap();
+        let err = timeout(Duration::from_secs(5), c.acquire()).await.expect("returns").unwrap_err();
+        assert!(matches!(err, Error::Connect(_) | Error::Acquire(_)), "{err:?}");
+        assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME), "{err:?}");
+    }
+}
+
+// ---- Every operation ends within its bound, even when the server never answers ----
+
+const SLOW_CALL: Duration = Duration::from_millis(500);
+
+/// Generous: a bounded operation takes about one or two call timeouts; an unbounded one never
+/// ends. Slack for a slow machine, not a timing claim.
+fn bound(call_timeout: Duration) -> Duration {
+    call_timeout * 4 + Duration::from_secs(2)
+}
+
+/// A TCP listener on 127.0.0.1 that accepts connections, holds them open and never says a word
+/// (a hung postmaster, a proxy with no backend). Stops when dropped.
+struct SilentServer {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentServer {
+    async fn start() -> SilentServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        SilentServer { port, task }
+    }
+
+    fn client(&self) -> LeaseClient {
+        LeaseClient::builder(&format!("host=127.0.0.1 port={} user=postgres dbname=silent", self.port))
+            .lease_name("l")
+            .lease_duration(LEASE)
+            .refresh_interval(REFRESH)
+            .renew_deadline(DEADLINE)
+            .call_timeout(SLOW_CALL)
+            .max_backoff(Duration::from_millis(300))
+            .build()
+            .unwrap()
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs `op`, failing the test (instead of hanging) if it takes far longer than `limit`, and
+/// returns its output and how long it took.
+async fn timed<T>(what: &str, op: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let output = timeout(Duration::from_secs(60), op)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not return within 60 s"));
+    (output, started.elapsed())
+}
+
+#[tokio::test]
+async fn try_acquire_against_a_silent_server_ends_within_the_call_timeout() {
+    init_tracing();
+    let server = SilentServer::start().await;
+    let c = server.client();
+    for _ in 0..2 {
+        let (result, took) = timed("try_acquire", c.try_acquire()).await;
+        assert!(matches!(result, Err(Error::CallTimeout(t)) if t == SLOW_CALL), "{result:?}");
+        assert!(took < bound(SLOW_CALL), "try_acquire took {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn acquire_timeout_against_a_silent_server_ends_on_time() {
+    init_tracing();
+    let server = SilentServer::start().await;
+    let c = server.client();
+    let limit = Duration::from_secs(1);
+    let (result, took) = timed("acquire_timeout", c.acquire_timeout(limit)).await;
+    assert!(matches!(result, Err(Error::AcquireTimeout(_))), "{result:?}");
+    assert!(took < limit + bound(SLOW_CALL), "acquire_timeout took {took:?}");
+    // Nothing left stuck: the next attempt is bounded too.
+    let (result, took) = timed("try_acquire", c.try_acquire()).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(took < bound(SLOW_CALL), "try_acquire took {took:?}");
+}
+
+#[tokio::test]
+async fn elector_against_a_silent_server_shuts_down_on_time() {
+    init_tracing();
+    let server = SilentServer::start().await;
+    let c = server.client();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let elector = tokio::spawn(async move {
+        c.run_elector(|_| async { panic!("never leads") }, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    sleep(SLOW_CALL * 3).await; // a few open attempts time out and are retried
+    assert!(!elector.is_finished());
+    stop_tx.send(()).unwrap();
+    let (result, took) = timed("run_elector shutdown", elector).await;
+    result.unwrap().unwrap();
+    assert!(took < bound(SLOW_CALL), "shutdown took {took:?}");
+}
+
+/// A client on `db` through `proxy` (TCP), with a 400 ms call timeout.
+fn proxied_client(db: &TestDb, proxy: &Proxy, lease: &str) -> LeaseClient {
+    LeaseClient::builder(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname={} application_name=proxied",
+        proxy.port(),
+        db.name
+    ))
+    .lease_name(lease)
+    .lease_duration(LEASE)
+    .refresh_interval(REFRESH)
+    .renew_deadline(DEADLINE)
+    .call_timeout(Duration::from_millis(400))
+    .max_backoff(Duration::from_millis(300))
+    .build()
+    .unwrap()
+}
+
+async fn proxy_to(db: &TestDb<'_>) -> Proxy {
+    Proxy::start(([127, 0, 0, 1], db.cluster.port()).into()).await.unwrap()
+}
+
+// The link goes black (the proxy forwards nothing, connections stay open) while a lease is
+// held: a renewal times out, the connection is dropped, and the release has to open a new one
+// through the same black hole. It returns an error within its bound instead of waiting forever.
+#[tokio::test]
+async fn release_over_a_black_holed_link_ends_within_its_bound() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let proxy = proxy_to(&db).await;
+    let c = proxied_client(&db, &proxy, "l");
+    let lease = c.acquire().await.unwrap();
+    proxy.set_stalled(true);
+    sleep(REFRESH + c.config().call_timeout() + Duration::from_millis(100)).await; // a renewal timed out
+    let (result, took) = timed("release", lease.release()).await;
+    assert!(matches!(result, Err(Error::CallTimeout(_) | Error::Connect(_))), "{result:?}");
+    assert!(took < bound(c.config().call_timeout()), "release took {took:?}");
+    proxy.set_stalled(false);
+}
+
+#[tokio::test]
+async fn elector_over_a_black_holed_link_shuts_down_within_its_bound() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let proxy = proxy_to(&db).await;
+    let c = proxied_client(&db, &proxy, "l");
+    let call_timeout = c.config().call_timeout();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let elector = tokio::spawn(async move {
+        c.run_elector(
+            move |info| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(info.fencing_token()).unwrap();
+                    std::future::pending::<()>().await
+                }
+            },
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    assert_eq!(timeout(LEASE, rx.recv()).await.unwrap(), Some(1));
+    proxy.set_stalled(true);
+    sleep(REFRESH + call_timeout + Duration::from_millis(100)).await; // a renewal timed out
+    stop_tx.send(()).unwrap();
+    let (result, took) = timed("run_elector shutdown", elector).await;
+    // The release cannot be confirmed through the black hole: an error, but on time.
+    assert!(matches!(result.unwrap(), Ok(()) | Err(Error::CallTimeout(_) | Error::Connect(_))));
+    assert!(took < bound(call_timeout), "shutdown took {took:?}");
+    proxy.set_stalled(false);
+}
+
+// ---- Holder ids ----
+
+/// Collects what `tracing` logs on this thread (the test's current-thread runtime) while the
+/// guard lives.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn start(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        (captured.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// Two clients built with the same configured holder id (a shared configuration file): the second
+// must not report holding the lease the first holds. Its try_acquire is an error, its acquire
+// waits as for another holder, and its first connection warns that another session uses the id.
+// Once the first releases, the second takes a tenure of its own (a new token).
+#[tokio::test]
+async fn a_shared_holder_id_is_refused_not_held_twice() {
+    let (log, _guard) = Captured::start(tracing::Level::WARN);
+    let db = shared_cluster().fresh_database();
+    let id = uuid::Uuid::new_v4();
+    // No application_name: the client names the connection after its holder id.
+    let replica = || {
+        LeaseClient::builder(&db.conninfo())
+            .holder_id(id)
+            .lease_name("l")
+            .lease_duration(LEASE)
+            .refresh_interval(REFRESH)
+            .renew_deadline(DEADLINE)
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (replica(), replica());
+    let lease = first.try_acquire().await.unwrap().expect("free");
+    assert_eq!(lease.fencing_token(), 1);
+    assert!(!log.text().contains("another session uses"), "{}", log.text());
+
+    let result = second.try_acquire().await;
+    match &result {
+        Err(Error::DuplicateHolderId { lease_name, fencing_token }) => {
+            assert_eq!((lease_name.as_str(), *fencing_token), ("l", 1));
+        }
+        other => panic!("expected DuplicateHolderId, got {other:?}"),
+    }
+    assert!(log.text().contains("another session uses this client's holder id"), "{}", log.text());
+    let result = second.acquire_timeout(Duration::from_millis(700)).await;
+    assert!(matches!(result, Err(Error::AcquireTimeout(_))), "{result:?}");
+    assert!(log.text().contains("never started"), "{}", log.text());
+
+    // The first keeps its tenure; nothing was released under it.
+    sleep(REFRESH * 2).await;
+    assert!(lease.is_held());
+    assert_eq!(status(&db, "l"), (id.to_string(), 1, true));
+
+    assert!(lease.release().await.unwrap());
+    let own = second.try_acquire().await.unwrap().expect("free after the release");
+    assert_eq!(own.fencing_token(), 2);
+    assert!(own.release().await.unwrap());
+}
+
+// A client that lost its lease on the local deadline (the link went black) and asks again before
+// the database expiry continues its own tenure, same token: that is not a shared holder id.
+#[tokio::test]
+async fn continuing_its_own_tenure_is_not_a_shared_holder_id() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    let proxy = proxy_to(&db).await;
+    let c = LeaseClient::builder(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname={} application_name=own-tenure",
+        proxy.port(),
+        db.name
+    ))
+    .lease_name("l")
+    .lease_duration(Duration::from_secs(8))
+    .refresh_interval(Duration::from_millis(300))
+    .renew_deadline(Duration::from_millis(1500))
+    .call_timeout(Duration::from_millis(400))
+    .build()
+    .unwrap();
+    let lease = c.acquire().await.unwrap();
+    proxy.set_stalled(true);
+    let reason = timeout(Duration::from_secs(5), lease.lost()).await.expect("loss reported");
+    assert!(matches!(reason, LossReason::RenewDeadline { .. }), "{reason:?}");
+    // Once the renewal task has reported the loss it has ended: it sends no release, and the
+    // tenure stays on the server until it expires.
+    wait_until("the renewal task reports the loss", Duration::from_secs(2), || {
+        matches!(lease.state(), LeaseState::Lost(_))
+    })
+    .await;
+    drop(lease);
+    proxy.set_stalled(false);
+    proxy.cut();
+    assert_eq!(status(&db, "l"), (c.holder_id().to_string(), 1, true));
+    let again = c.try_acquire().await.unwrap().expect("its own tenure");
+    assert_eq!(again.fencing_token(), 1, "continued, not a new tenure");
+    assert!(again.release().await.unwrap());
+}
+
+// ---- Notifications are hints ----
+
+// Anyone may NOTIFY lease_lock_released (whatever schema the extension is in, the channel is the
+// same). A forged notification wakes a waiter to ask the database again, and the database says
+// no: the waiter never gets a lease someone else holds.
+#[tokio::test]
+async fn a_forged_release_notification_grants_nothing() {
+    let (log, _guard) = Captured::start(tracing::Level::DEBUG);
+    let db = shared_cluster().fresh_database();
+    let holder = client(&db, "x", "notify-holder").acquire().await.unwrap();
+    let waiter = client(&db, "x", "notify-waiter");
+    let forger = db.connect().await;
+    let forging = tokio::spawn(async move {
+        loop {
+            forger.batch_execute("NOTIFY lease_lock_released, 'x'").await.unwrap();
+            sleep(Duration::from_millis(50)).await;
+            forger.execute("SELECT pg_notify('lease_lock_released', 'x')", &[]).await.unwrap();
+            sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let result = waiter.acquire_timeout(Duration::from_secs(3)).await;
+    forging.abort();
+    assert!(matches!(result, Err(Error::AcquireTimeout(_))), "{result:?}");
+    assert!(holder.is_held());
+    assert_eq!(status(&db, "x"), (holder.holder_id().to_string(), 1, true));
+    // The forged notifications did arrive and woke the waiter: it re-checked, and was refused.
+    let woken = log.text().matches("woken by release notification").count();
+    assert!(woken >= 2, "woken {woken} times:\n{}", log.text());
+    // A real release still hands over at once.
+    let waiting = tokio::spawn(async move { waiter.acquire().await });
+    sleep(REFRESH).await;
+    assert!(holder.release().await.unwrap());
+    let next = timeout(LEASE, waiting).await.expect("acquired").unwrap().unwrap();
+    assert_eq!(next.fencing_token(), 2);
 }
