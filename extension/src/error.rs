@@ -101,6 +101,7 @@ fn palloc_cstring(text: &str) -> *mut c_char {
     // Lease names and messages never hold NUL (text values cannot), but be safe: cut at one.
     let bytes = text.as_bytes();
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    // SAFETY: palloc returns `len + 1` writable bytes (or raises); `bytes` has at least `len`.
     unsafe {
         let buf = pg_sys::palloc(len + 1).cast::<u8>();
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, len);
@@ -127,6 +128,9 @@ impl PendingError {
     /// Rust value left that needs dropping (the longjmp skips destructors).
     pub unsafe fn raise(self, funcname: &'static CStr) -> ! {
         const PERCENT_S: &CStr = c"%s";
+        // SAFETY: the elog API used as ereport(ERROR, ...) expands to; every string is a valid
+        // NUL-terminated palloc'd or static C string passed through "%s", never as a format.
+        // errfinish does not return at ERROR level (see the function's contract above).
         unsafe {
             if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
                 errcode(self.sqlstate.0);

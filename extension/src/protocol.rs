@@ -67,16 +67,20 @@ impl Grant {
 /// One call of a lease function: the caller's identity and the moment of the call.
 pub struct LeaseCall<'a> {
     pub spi: &'a SpiSession,
-    /// The lease name, a `text` datum, validated.
-    pub name: Datum,
-    /// The lease name for messages.
-    pub name_str: &'a str,
+    pub name: LeaseName<'a>,
     /// The caller's `current_user`.
     pub role: Oid,
     /// `clock_timestamp()` at the start of the call.
     pub now: TimestampTz,
     /// The server's current WAL timeline.
     pub timeline: i32,
+}
+
+/// A validated lease name (1 to 255 bytes): the `text` datum to bind and the name for messages.
+#[derive(Clone, Copy)]
+pub struct LeaseName<'a> {
+    pub datum: Datum,
+    pub text: &'a str,
 }
 
 /// A holder id: the `uuid` datum to bind and its bytes to compare.
@@ -121,7 +125,7 @@ impl LeaseCall<'_> {
         // New tenures on timeline T start at (T - 1) << 40: see the module docs.
         let token_floor = i64::from(self.timeline - 1) << 40;
         [
-            self.name,
+            self.name.datum,
             holder.datum,
             Datum::from(self.role),
             Datum::from(self.now),
@@ -133,7 +137,7 @@ impl LeaseCall<'_> {
     }
 
     fn inspect(&self, snapshot: Snapshot) -> Result<Option<LeaseRow>, LeaseError> {
-        self.spi.run_with(Stmt::Inspect, &[self.name], snapshot)?.as_ref().map(LeaseRow::read).transpose()
+        self.spi.run_with(Stmt::Inspect, &[self.name.datum], snapshot)?.as_ref().map(LeaseRow::read).transpose()
     }
 
     /// When a new tenure may start, if not now: while the row's tenure is held, or during the
@@ -168,7 +172,7 @@ impl LeaseCall<'_> {
         // Free, expired or released. Lock it without waiting: a lock held by someone else means
         // a fenced transaction of the last tenure is still open (no new tenure may start before
         // it ends) or another caller is taking the lease right now.
-        let Some(row) = self.spi.run(Stmt::LockForTenure, &[self.name])? else {
+        let Some(row) = self.spi.run(Stmt::LockForTenure, &[self.name.datum])? else {
             return Ok(Grant::refused(Some(state.expires_at)));
         };
         let locked = LeaseRow::read(&row)?;
@@ -196,7 +200,7 @@ impl LeaseCall<'_> {
             // Raising aborts the caller's transaction, and with it this row and the count.
             return Err(LeaseError::new(
                 SqlState::CONFIGURATION_LIMIT_EXCEEDED,
-                format!("too many lease names: lease \"{}\" would be name {} of at most {limit}", self.name_str, created.names),
+                format!("too many lease names: lease \"{}\" would be name {} of at most {limit}", self.name.text, created.names),
             )
             .hint("Reuse lease names, or ask an administrator to raise lease_lock.max_lease_names."));
         }
@@ -218,14 +222,14 @@ impl LeaseCall<'_> {
     /// `lease_release`: end the caller's tenure and wake waiters.
     pub fn release(&self, holder: &Holder) -> Result<bool, LeaseError> {
         let args = [
-            self.name,
+            self.name.datum,
             holder.datum,
             Datum::from(self.role),
             Datum::from(self.now),
             Datum::from(self.timeline),
         ];
         if self.spi.run(Stmt::Release, &args)?.is_some() {
-            self.spi.run(Stmt::Notify, &[self.name])?;
+            self.spi.run(Stmt::Notify, &[self.name.datum])?;
             return Ok(true);
         }
         if let Some(state) = self.inspect(Snapshot::Transaction)? {
@@ -236,10 +240,10 @@ impl LeaseCall<'_> {
 
     /// `lease_evict`: end whoever's tenure and wake waiters.
     pub fn evict(&self) -> Result<bool, LeaseError> {
-        let args = [self.name, Datum::from(self.now), Datum::from(self.timeline)];
+        let args = [self.name.datum, Datum::from(self.now), Datum::from(self.timeline)];
         let evicted = self.spi.run(Stmt::Evict, &args)?.is_some();
         if evicted {
-            self.spi.run(Stmt::Notify, &[self.name])?;
+            self.spi.run(Stmt::Notify, &[self.name.datum])?;
         }
         Ok(evicted)
     }
@@ -257,12 +261,12 @@ impl LeaseCall<'_> {
         let reject = |detail: String| {
             LeaseError::new(
                 SqlState::FENCE_REJECTED,
-                format!("fencing token {token} is not the current tenure of lease \"{}\"", self.name_str),
+                format!("fencing token {token} is not the current tenure of lease \"{}\"", self.name.text),
             )
             .detail(detail)
             .hint("Stop acting as the holder: acquire the lease again to get a new token.")
         };
-        let Some(row) = self.spi.run_with(Stmt::Fence, &[self.name], Snapshot::Latest)? else {
+        let Some(row) = self.spi.run_with(Stmt::Fence, &[self.name.datum], Snapshot::Latest)? else {
             return Err(reject(match self.inspect(Snapshot::Latest)? {
                 None => "The lease has never been taken.".into(),
                 Some(_) => "A new tenure of the lease is being taken.".into(),
@@ -282,7 +286,7 @@ impl LeaseCall<'_> {
         if !unsafe { pg_sys::has_privs_of_role(self.role, role) } {
             return Err(LeaseError::new(
                 SqlState::INSUFFICIENT_PRIVILEGE,
-                format!("lease \"{}\" is held by another role", self.name_str),
+                format!("lease \"{}\" is held by another role", self.name.text),
             )
             .detail(format!(
                 "The tenure was taken by role {}; only it, or a role that has its privileges, may fence with its token.",
@@ -304,7 +308,7 @@ impl LeaseCall<'_> {
         if live && state.holder == Some(holder.bytes) && state.holder_role != Some(self.role) {
             return Err(LeaseError::new(
                 SqlState::INSUFFICIENT_PRIVILEGE,
-                format!("lease \"{}\" is held by this holder id under another role", self.name_str),
+                format!("lease \"{}\" is held by this holder id under another role", self.name.text),
             )
             .detail(format!(
                 "The tenure was taken by role {}; a holder id only acts for the role that took it.",

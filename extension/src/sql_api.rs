@@ -11,7 +11,7 @@
 
 use crate::error::{LeaseError, PendingError, SqlState};
 use crate::guard::{AsOwner, IndexPlans, LockWaitBound};
-use crate::protocol::{Grant, Holder, LeaseCall};
+use crate::protocol::{Grant, Holder, LeaseCall, LeaseName};
 use crate::spi::SpiSession;
 use pgrx::pg_guard;
 use pgrx::pg_sys::{self, Datum, FunctionCallInfo, Oid};
@@ -47,6 +47,8 @@ macro_rules! sql_function {
             unsafe extern "C-unwind" fn guarded(fcinfo: FunctionCallInfo) -> Outcome {
                 run_catching_postgres_errors(|| $body(fcinfo))
             }
+            // SAFETY: fmgr called us with a valid fcinfo; `guarded` turns PostgreSQL errors
+            // into Rust unwinding (pg_guard) and back into an Outcome.
             match unsafe { guarded(fcinfo) } {
                 Outcome::Return(datum) => datum,
                 // SAFETY: nothing in this frame needs dropping; the caller is fmgr.
@@ -104,16 +106,16 @@ fn tenure_call(
 ) -> Result<Datum, LeaseError> {
     let holder = holder_arg(fcinfo, 0)?;
     let duration = duration_arg(fcinfo, 1)?;
-    let (name, name_str) = name_arg(fcinfo, 2)?;
-    let grant = with_call(&CallSite::get(fcinfo), name, name_str, |call| op(call, &holder, duration))?;
+    let name = name_arg(fcinfo, 2)?;
+    let grant = with_call(&CallSite::get(fcinfo), name, |call| op(call, &holder, duration))?;
     Ok(grant_datum(&grant))
 }
 
 /// `(holder uuid, lease_name text)` -> `boolean`.
 fn release(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
     let holder = holder_arg(fcinfo, 0)?;
-    let (name, name_str) = name_arg(fcinfo, 1)?;
-    let released = with_call(&CallSite::get(fcinfo), name, name_str, |call| call.release(&holder))?;
+    let name = name_arg(fcinfo, 1)?;
+    let released = with_call(&CallSite::get(fcinfo), name, |call| call.release(&holder))?;
     Ok(Datum::from(released))
 }
 
@@ -122,15 +124,15 @@ fn fence(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
     let token = arg(fcinfo, 0)
         .ok_or_else(|| null_argument("fencing_token"))?
         .value() as i64;
-    let (name, name_str) = name_arg(fcinfo, 1)?;
-    with_call(&CallSite::get(fcinfo), name, name_str, |call| call.fence(token))?;
+    let name = name_arg(fcinfo, 1)?;
+    with_call(&CallSite::get(fcinfo), name, |call| call.fence(token))?;
     Ok(Datum::from(0))
 }
 
 /// `(lease_name text)` -> `boolean`.
 fn evict(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
-    let (name, name_str) = name_arg(fcinfo, 0)?;
-    let evicted = with_call(&CallSite::get(fcinfo), name, name_str, |call| call.evict())?;
+    let name = name_arg(fcinfo, 0)?;
+    let evicted = with_call(&CallSite::get(fcinfo), name, |call| call.evict())?;
     Ok(Datum::from(evicted))
 }
 
@@ -138,11 +140,10 @@ fn evict(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
 /// connection open.
 fn with_call<T>(
     site: &CallSite,
-    name: Datum,
-    name_str: &str,
+    name: LeaseName,
     op: impl FnOnce(&LeaseCall) -> Result<T, LeaseError>,
 ) -> Result<T, LeaseError> {
-    // SAFETY (this and the next four): plain reads of backend state inside a transaction.
+    // SAFETY: a read of shared recovery state, valid in any backend.
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Err(LeaseError::new(
             SqlState::READ_ONLY_SQL_TRANSACTION,
@@ -150,19 +151,23 @@ fn with_call<T>(
         )
         .hint("Connect to the primary (libpq: target_session_attrs=read-write)."));
     }
+    // SAFETY: reads the backend's current user id (set for any backend running a query).
     let role = unsafe { pg_sys::GetUserId() };
+    // SAFETY: reads the system clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     // Before PostgreSQL 15 the insertion timeline is the global ThisTimeLineID, valid in a
     // backend once RecoveryInProgress() has returned false (above).
     #[cfg(any(feature = "pg13", feature = "pg14"))]
+    // SAFETY: a backend-local global, set once recovery is known to be over (checked above).
     let timeline = unsafe { pg_sys::ThisTimeLineID } as i32;
     #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    // SAFETY: valid outside recovery (checked above).
     let timeline = unsafe { pg_sys::GetWALInsertionTimeLine() } as i32;
     let _owner = AsOwner::enter(site.owner);
     let _bound = LockWaitBound::enter();
     let _plans = IndexPlans::enter();
     let spi = SpiSession::connect()?;
-    op(&LeaseCall { spi: &spi, name, name_str, role, now, timeline })
+    op(&LeaseCall { spi: &spi, name, role, now, timeline })
 }
 
 fn arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Datum> {
@@ -209,7 +214,7 @@ fn duration_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<i64, LeaseError> {
 }
 
 /// The lease name as a detoasted `text` datum and as `&str`: 1 to [`MAX_NAME_BYTES`] bytes.
-fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<(Datum, &'a str), LeaseError> {
+fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<LeaseName<'a>, LeaseError> {
     let datum = arg(fcinfo, n).ok_or_else(|| null_argument("lease_name"))?;
     // SAFETY: a non-null text datum; the detoasted copy lives in the call's memory context,
     // which outlives the call.
@@ -228,7 +233,7 @@ fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<(Datum, &'a str), 
         // The server already checked the encoding; lossy only matters for non-UTF8 databases,
         // where the name is used in messages only.
         let name = std::str::from_utf8(bytes).unwrap_or("(lease name)");
-        Ok((Datum::from(text), name))
+        Ok(LeaseName { datum: Datum::from(text), text: name })
     }
 }
 
