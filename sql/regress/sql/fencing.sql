@@ -1,9 +1,7 @@
 -- lease_lock.lease_fence in one session: only the current, unexpired tenure passes. (Two sessions, where a
 -- fenced transaction holds off the next tenure, are in sql/isolation/specs/fencing.spec.)
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/helpers.psql
 
 CREATE TABLE protected (token bigint, note text);
 

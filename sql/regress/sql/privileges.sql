@@ -1,9 +1,7 @@
 -- Privileges: the table is the functions' alone; using leases is granted; a holder id only acts
 -- for the role that took the tenure.
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/helpers.psql
 
 CREATE ROLE regress_lease_app1;
 CREATE ROLE regress_lease_app2;

@@ -1,7 +1,5 @@
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9]+', 'N', 'g');
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/helpers.psql
 
 -- Lookups by lease name use the primary key index whatever the table's size and statistics were
 -- when a backend prepared its plans; and administrators bound the number of lease names.
@@ -38,7 +36,7 @@ SELECT names AS before FROM lease_lock.lease_count \gset
 SELECT :before = (SELECT count(*) FROM lease_lock.leases) AS count_is_exact;
 SELECT set_config('lease_lock.max_lease_names', (:before + 1)::text, false) IS NOT NULL AS bounded;
 SELECT acquired FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'one-more');
-SELECT pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'one-too-many')$$);
+SELECT regexp_replace(pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'one-too-many')$$), '[0-9]+', 'N', 'g') AS try;
 SELECT names = :before + 1 AS counted, (SELECT count(*) FROM lease_lock.leases WHERE lease_name = 'one-too-many') AS rows_left
 FROM lease_lock.lease_count;
 SELECT acquired FROM lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-1');

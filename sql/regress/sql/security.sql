@@ -2,10 +2,8 @@
 -- lease functions use lives in the schema lease_lock, which only a superuser owns and creates
 -- in; so no rename, look-alike table, trigger, search_path or statistics change can make them
 -- touch anything else, and CREATE EXTENSION refuses a schema someone else controls.
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/helpers.psql
 
 -- The database owner owns schema public (pg_database_owner) and may ANALYZE every table: the
 -- role that could take over the old code, which kept its table in the schema it was created in.
