@@ -12,5 +12,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-cargo build --release --quiet -p lease_lock_tests --bin bench
+cargo build --release --quiet -p lease_lock_bench --bin bench
 exec "${CARGO_TARGET_DIR:-target}/release/bench" --out "$PWD" "$@"

@@ -108,14 +108,14 @@ suite_lint() {
     record lint "$CHECK_PASSED" "$CHECK_FAILED"
 }
 
-# Rust unit, doc and integration tests of the client, against one throwaway cluster.
+# Rust unit, doc and integration tests (client, harness, benchmark and fault-harness units), against one throwaway cluster.
 suite_client() {
     local log status p f
     log=$(mktemp)
     (
         cluster_start
         export LEASE_LOCK_TEST_HOST=$PGHOST LEASE_LOCK_TEST_PORT=$PGPORT
-        cargo test -p lease_lock_client -p lease_lock_tests --no-fail-fast 2>&1
+        cargo test -p lease_lock_client -p lease_lock_tests -p lease_lock_bench -p lease_lock_faults --no-fail-fast 2>&1
     ) >"$log"
     status=$?
     read -r p f < <(cargo_counts <"$log")
@@ -143,7 +143,7 @@ suite_examples() {
 # kept in target/faults-summary.md.
 suite_faults() {
     CHECK_PASSED=0 CHECK_FAILED=0
-    if ! cargo build --quiet -p lease_lock_tests --bin faults; then
+    if ! cargo build --quiet -p lease_lock_faults --bin faults; then
         record faults 0 1
         return
     fi

@@ -1,10 +1,11 @@
-//! Test harness for lease_lock: throwaway clusters and fresh databases (`cluster`), a loopback
-//! TCP proxy that delays, stalls or cuts links (`proxy`), and the fault harness (`faults`). The
-//! integration tests are in `tests/`, the binaries (fault harness, benchmarks) in `src/bin`.
+//! Test harness for lease_lock, shared by the integration tests (`tests/`), the benchmark runner
+//! (`bench/`) and the fault harness (`faults/`):
+//! - [`cluster`]: throwaway PostgreSQL clusters and fresh databases;
+//! - [`proxy`]: a loopback TCP proxy that delays, stalls or cuts links;
+//! - [`pgbouncer`]: a PgBouncer in front of a cluster;
+//! - [`replication`]: a primary with a streaming standby, for failover tests.
 
-pub mod bench;
 pub mod cluster;
-pub mod faults;
 pub mod pgbouncer;
 pub mod proxy;
 pub mod replication;

@@ -11,7 +11,7 @@
 use super::sql::{self, expect, LeaseCalls};
 use super::stats::{paired_ratio, round_order, run_for, LatencySummary, RoundLatencies, Spread};
 use super::{secs, BenchError, Plan};
-use crate::TestCluster;
+use lease_lock_tests::TestCluster;
 use serde::Serialize;
 use tracing::info;
 use uuid::Uuid;

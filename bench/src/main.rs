@@ -1,4 +1,4 @@
-//! The benchmark runner. See `lease_lock_tests::bench` and docs/benchmarks.md.
+//! The benchmark runner. See the `lease_lock_bench` library and docs/benchmarks.md.
 //!
 //! ```text
 //! bench [--quick] [--out DIR]     run every scenario, write DIR/results/benchmarks.{json,md} and
@@ -10,7 +10,8 @@
 //! `scripts/bench.sh` builds it in release mode and runs it. Progress goes to stderr
 //! (`RUST_LOG` filters it); the summary of the goals to stdout.
 
-use lease_lock_tests::bench::{self, child, BenchError, Plan, RunnerContext};
+use lease_lock_bench as bench;
+use bench::{child, BenchError, Plan, RunnerContext};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,7 +38,7 @@ fn init_tracing(default: &str) {
 }
 
 fn run(args: &[String]) -> Result<(), BenchError> {
-    init_tracing("lease_lock_tests=info,warn");
+    init_tracing("lease_lock_bench=info,warn");
     let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let (mut quick, mut out) = (false, repo);
     let mut rest = args.iter();

@@ -1,4 +1,4 @@
-//! The fault harness. See `lease_lock_tests::faults` for what it does.
+//! The fault harness. See the `lease_lock_faults` library for what it does.
 //!
 //! ```text
 //! faults [--seconds 60] [--seed N] [--clients 4] [--min-faults N] [--reference] [--expect-violations]
@@ -10,7 +10,8 @@
 //! 1 if the checker found nothing. `--seconds` sets the length: about 60 in CI, as long as you
 //! like for a soak. `--min-faults N` fails the run if fewer than N faults were injected.
 
-use lease_lock_tests::faults::{self, worker, RunConfig};
+use lease_lock_faults as faults;
+use faults::{worker, RunConfig};
 use std::process::ExitCode;
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {

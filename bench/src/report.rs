@@ -497,7 +497,7 @@ pub fn results_markdown(r: &Results) -> String {
 /// table or sentence of that name, computed from the run.
 const DOCS_TEMPLATE: &str = r#"# Benchmarks
 
-<!-- Written by the benchmark runner (template in tests/src/bench/report.rs) from its last run.
+<!-- Written by the benchmark runner (template in bench/src/report.rs) from its last run.
      Do not edit by hand: run scripts/bench.sh. -->
 
 lease_lock side by side with what users would use instead, and with the physical floors of a
@@ -554,7 +554,7 @@ nothing expires between rounds; a lease's duration does not change what a renewa
 ### Loopback TCP through a relay adding 0.5 ms each way
 
 The database is usually on another host: every round trip then costs a network RTT, and the
-reference's three round trips cost three. The relay (`tests/src/bench/link.rs`) holds every
+reference's three round trips cost three. The relay (`bench/src/link.rs`) holds every
 chunk for 0.5 ms in each direction with microsecond sleeps; the harness's `tests/src/proxy.rs`
 sleeps on tokio's timer, which rounds each delay up to whole milliseconds, so it would have
 added several times the asked-for delay to every round trip.

@@ -1,4 +1,4 @@
-//! The benchmark runner (`src/bin/bench.rs`, started by `scripts/bench.sh`): lease_lock side by
+//! The benchmark runner (`src/main.rs`, started by `scripts/bench.sh`): lease_lock side by
 //! side with what users would use instead, measured in one run against one throwaway PostgreSQL
 //! 15 with default durability (fsync and synchronous_commit on).
 //!
@@ -36,7 +36,7 @@ pub mod single;
 pub mod sql;
 pub mod stats;
 
-use crate::TestCluster;
+use lease_lock_tests::TestCluster;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

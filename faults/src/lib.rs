@@ -23,8 +23,8 @@
 pub mod checker;
 pub mod worker;
 
-use crate::cluster::TestCluster;
-use crate::proxy::Proxy;
+use lease_lock_tests::cluster::TestCluster;
+use lease_lock_tests::proxy::Proxy;
 use checker::{FaultRecord, HistoryRow, ProcessLog, Report};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -132,7 +132,7 @@ impl Harness {
 
     fn psql(&self, sql: &str) -> Option<String> {
         // The harness's own link to the server: direct, never faulted.
-        let output = Command::new(format!("{}/psql", crate::cluster::PG_BIN))
+        let output = Command::new(format!("{}/psql", lease_lock_tests::cluster::PG_BIN))
             .args(["-X", "-q", "-A", "-t", "-d", &self.cluster.conninfo(&self.db), "-c", sql])
             .stdin(Stdio::null())
             .output()
