@@ -7,6 +7,7 @@
 //! serialization failures, cancellations) are caught there too and re-raised with their own
 //! SQLSTATE, message, detail and hint ([`LeaseError::from_postgres`]).
 
+use lease_lock_contract::sqlstate;
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int, CStr};
 
@@ -15,7 +16,9 @@ use std::ffi::{c_char, c_int, CStr};
 pub struct SqlState(c_int);
 
 impl SqlState {
-    const fn new(code: &[u8; 5]) -> Self {
+    const fn new(code: &str) -> Self {
+        let code = code.as_bytes();
+        assert!(code.len() == 5, "a SQLSTATE has five characters");
         let mut packed = 0;
         let mut i = 0;
         while i < 5 {
@@ -26,21 +29,21 @@ impl SqlState {
     }
 
     /// `22004 null_value_not_allowed`: a NULL argument.
-    pub const NULL_VALUE_NOT_ALLOWED: SqlState = SqlState::new(b"22004");
+    pub const NULL_VALUE_NOT_ALLOWED: SqlState = SqlState::new(sqlstate::NULL_VALUE_NOT_ALLOWED);
     /// `22023 invalid_parameter_value`: a bad duration or lease name.
-    pub const INVALID_PARAMETER_VALUE: SqlState = SqlState::new(b"22023");
+    pub const INVALID_PARAMETER_VALUE: SqlState = SqlState::new(sqlstate::INVALID_PARAMETER_VALUE);
     /// `25006 read_only_sql_transaction`: called on a standby.
-    pub const READ_ONLY_SQL_TRANSACTION: SqlState = SqlState::new(b"25006");
+    pub const READ_ONLY_SQL_TRANSACTION: SqlState = SqlState::new(sqlstate::READ_ONLY_SQL_TRANSACTION);
     /// `42501 insufficient_privilege`: another role's holder id.
-    pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState::new(b"42501");
+    pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState::new(sqlstate::INSUFFICIENT_PRIVILEGE);
     /// `42704 undefined_object`: the extension's schema is missing.
-    pub const UNDEFINED_OBJECT: SqlState = SqlState::new(b"42704");
+    pub const UNDEFINED_OBJECT: SqlState = SqlState::new(sqlstate::UNDEFINED_OBJECT);
     /// `53400 configuration_limit_exceeded`: `lease_lock.max_lease_names` reached.
-    pub const CONFIGURATION_LIMIT_EXCEEDED: SqlState = SqlState::new(b"53400");
+    pub const CONFIGURATION_LIMIT_EXCEEDED: SqlState = SqlState::new(sqlstate::CONFIGURATION_LIMIT_EXCEEDED);
     /// `XX001 data_corrupted`: the extension's tables were altered.
-    pub const DATA_CORRUPTED: SqlState = SqlState::new(b"XX001");
+    pub const DATA_CORRUPTED: SqlState = SqlState::new(sqlstate::DATA_CORRUPTED);
     /// `LL001 lease_fence_rejected` (ours): the fencing token is not the current, unexpired tenure.
-    pub const FENCE_REJECTED: SqlState = SqlState::new(b"LL001");
+    pub const FENCE_REJECTED: SqlState = SqlState::new(sqlstate::FENCE_REJECTED);
 }
 
 /// An error to raise at `ERROR` level with a SQLSTATE, a message and optional detail and hint.

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 
 /// The extension's schema, fixed by the control file (`schema = lease_lock`).
-pub const SCHEMA: &str = "lease_lock";
+pub use lease_lock_contract::SCHEMA;
 
 /// The statements the lease functions run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,8 +55,7 @@ pub enum Stmt {
     Notify,
 }
 
-/// The channel `lease_release` and `lease_evict` notify, with the lease name as payload.
-pub const RELEASE_CHANNEL: &str = "lease_lock_released";
+use lease_lock_contract::RELEASE_CHANNEL;
 
 const TEXT: Oid = pg_sys::TEXTOID;
 const UUID: Oid = pg_sys::UUIDOID;

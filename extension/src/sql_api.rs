@@ -17,10 +17,7 @@ use pgrx::pg_guard;
 use pgrx::pg_sys::{self, Datum, FunctionCallInfo, Oid};
 use std::ffi::CStr;
 
-/// Longest lease name, in bytes.
-pub const MAX_NAME_BYTES: usize = 255;
-/// Longest lease duration: one day.
-pub const MAX_DURATION_MICROS: i64 = 24 * 3600 * 1_000_000;
+use lease_lock_contract::{MAX_DURATION_MICROS, MAX_NAME_BYTES};
 
 /// What a lease function ends with once all its Rust values are gone.
 pub enum Outcome {
