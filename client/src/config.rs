@@ -8,14 +8,14 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Longest lease name the extension accepts, in bytes.
-pub const MAX_LEASE_NAME_BYTES: usize = 255;
+pub const MAX_LEASE_NAME_BYTES: usize = lease_lock_contract::MAX_NAME_BYTES;
 /// Longest lease duration the extension accepts.
-pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_LEASE_DURATION: Duration = lease_lock_contract::MAX_DURATION;
 /// Longest schema name PostgreSQL keeps, in bytes (`NAMEDATALEN - 1`); it truncates longer
 /// identifiers, which would name another schema.
 pub const MAX_SCHEMA_BYTES: usize = 63;
 /// The schema the extension installs its functions and view into.
-pub const DEFAULT_SCHEMA: &str = "lease_lock";
+pub const DEFAULT_SCHEMA: &str = lease_lock_contract::SCHEMA;
 
 /// Settings of a [`LeaseClient`](crate::LeaseClient), loadable with serde (durations in
 /// [humantime](https://docs.rs/humantime) form such as `"10s"` or `"250ms"`).
@@ -24,7 +24,7 @@ pub const DEFAULT_SCHEMA: &str = "lease_lock";
 /// |---|---|---|
 /// | `lease_name` | `"default"` | the lease to hold (1 to 255 bytes) |
 /// | `holder_id` | a new random v4 UUID per built client | this client's identity on the lease; **if set, it must be unique per process** (see below) |
-/// | `schema` | `"lease_lock"` | the schema of the extension's functions, which the client calls schema-qualified; the exact name, not SQL (no quotes) |
+/// | `schema` | `"lease_lock"` | the schema of the extension's functions and its `lease_status` view (read by each acquire), which the client names in every call; the exact name, not SQL (no quotes) |
 /// | `lease_duration` | 10 s | how long each acquire or renewal holds the lease on the database clock |
 /// | `refresh_interval` | 1 s | time between renewals; at most half the lease |
 /// | `renew_deadline` | 2/3 of the lease | how long after the last confirmed renewal was sent the holder still trusts the lease; must be below the lease duration |

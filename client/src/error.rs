@@ -65,12 +65,36 @@ impl Error {
 /// down or read-only (a standby), or a lock or serialization conflict. Everything else (missing
 /// extension, privileges, bad input) will fail the same way again.
 pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
-    let Some(code) = e.code() else {
+    match e.code() {
+        Some(code) => is_transient_code(code.code()),
         // No SQLSTATE: an I/O error or a closed connection.
-        return true;
-    };
-    let code = code.code();
-    matches!(&code[..2], "08" | "53" | "57" | "58" | "40")
-        || code == "55P03" // lock_not_available (lock_timeout)
-        || code == "25006" // read_only_sql_transaction: connected to a standby
+        None => true,
+    }
+}
+
+fn is_transient_code(code: &str) -> bool {
+    use lease_lock_contract::sqlstate;
+    if code == sqlstate::CONFIGURATION_LIMIT_EXCEEDED {
+        // Class 53, but not a passing shortage: the extension's cap on lease names, which stays
+        // reached until an administrator acts.
+        return false;
+    }
+    matches!(code.get(..2), Some("08" | "53" | "57" | "58" | "40"))
+        || code == sqlstate::LOCK_NOT_AVAILABLE // lock_timeout
+        || code == sqlstate::READ_ONLY_SQL_TRANSACTION // connected to a standby
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient_code;
+
+    #[test]
+    fn transient_sqlstates() {
+        for code in ["08006", "57P01", "53300", "40001", "55P03", "25006"] {
+            assert!(is_transient_code(code), "{code}");
+        }
+        for code in ["42883", "42501", "3F000", "42704", "22023", "53400", "XX001", "LL001", ""] {
+            assert!(!is_transient_code(code), "{code}");
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! A [`LeaseClient`] takes a connection string (or a [`tokio_postgres::Config`]) and the lease
 //! settings of [`LeaseConfig`]. [`LeaseClient::acquire`] waits until the lease is held (checking
 //! again when the extension's release notification arrives, which is only a hint, or at the
-//! holder's expiry) and returns a [`Lease`],
-//! whose background task renews it every `refresh_interval`. The lease is trusted until
+//! holder's expiry) and returns a [`Lease`], whose background task renews it every
+//! `refresh_interval`. The lease is trusted until
 //! `renew_deadline` after the send time of the last renewal the database confirmed, which is
 //! always before the database could hand it to anyone else; when that passes, or the database
 //! says the lease is gone, [`Lease::lost`] resolves and the state turns
@@ -19,11 +19,12 @@
 //!   one connection and one holder id; their renewals pipeline over that connection.
 //!
 //! Settings and their defaults (see [`LeaseConfig`]): lease name `default`, holder id a fresh
-//! random UUID per built client, schema `lease_lock` (where the extension's functions are;
-//! every call is schema-qualified with it), lease duration 10 s, refresh interval 1 s (at most
-//! half the lease), renew deadline 2/3 of the lease (below the lease), call timeout 2 s,
-//! back-off cap 5 s, session settings and LISTEN on. Invalid settings are an [`Error::Config`]
-//! from `build`, never a panic. TLS is the `tls` cargo feature (rustls).
+//! random UUID per built client, schema `lease_lock` (where the extension's functions and the
+//! `lease_status` view are; every call is schema-qualified with it), lease duration 10 s,
+//! refresh interval 1 s (at most half the lease), renew deadline 2/3 of the lease (below the
+//! lease), call timeout 2 s, back-off cap 5 s, session settings and LISTEN on. Invalid
+//! settings are an [`Error::Config`] from `build`, never a panic. TLS is the `tls` cargo
+//! feature (rustls).
 //!
 //! Every operation ends within its documented bound even when the server accepts connections
 //! but never answers: opening the connection counts as one call of at most the call timeout.
@@ -38,8 +39,8 @@
 //! # Fencing
 //! A lease alone cannot stop a paused holder from writing after it lost the lease. Pass
 //! [`Lease::fencing_token`] to `lease_lock.lease_fence(token, lease_name)` inside each
-//! transaction that writes protected data: it fails with SQLSTATE `LL001` unless the token is the current
-//! tenure, and holds off the next tenure until the transaction ends.
+//! transaction that writes protected data: it fails with SQLSTATE `LL001` unless the token is
+//! the current tenure, and holds off the next tenure until the transaction ends.
 //!
 //! # Example
 //! ```no_run

@@ -31,7 +31,7 @@ use uuid::Uuid;
 /// payload, and the channel is the same whatever schema the extension is in. The client treats
 /// one for its lease as "check again now": a waiter calls `lease_acquire` again (at most once
 /// per quarter refresh interval), and only the answer of that call can grant the lease.
-pub const RELEASE_CHANNEL: &str = "lease_lock_released";
+pub const RELEASE_CHANNEL: &str = lease_lock_contract::RELEASE_CHANNEL;
 
 /// The statements of the three lease calls, with the extension's schema in them.
 #[derive(Debug)]
