@@ -39,25 +39,26 @@ pub fn mono_ns() -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
-/// A small seeded generator (SplitMix64): the same seed gives the same fault schedule.
-pub struct Rng(u64);
+/// The fault schedule's seeded generator: the same seed gives the same schedule. ChaCha8, whose
+/// output `rand_chacha` keeps stable across versions (`StdRng` promises no such thing), so a
+/// seed printed by a run reproduces it later.
+pub struct Rng(rand_chacha::ChaCha8Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(rand::SeedableRng::seed_from_u64(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        rand::RngCore::next_u64(&mut self.0)
     }
 
-    /// Uniform in `[lo, hi)`.
+    /// Uniform in `[lo, hi)` (`lo` when the range is empty).
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo).max(1)
+        if hi <= lo {
+            return lo;
+        }
+        rand::Rng::gen_range(&mut self.0, lo..hi)
     }
 
     pub fn chance(&mut self, percent: u64) -> bool {

@@ -1,7 +1,8 @@
 //! The fault harness. See the `lease_lock_faults` library for what it does.
 //!
 //! ```text
-//! faults [--seconds 60] [--seed N] [--clients 4] [--min-faults N] [--reference] [--expect-violations]
+//! faults [--seconds 60] [--seed N] [--clients 4] [--min-faults N] [--reference] [--expect-violations] [--keep]
+//! faults worker ...      (started by the harness: one client process)
 //! ```
 //!
 //! Prints a summary (faults by kind, violations by kind, recovery times, the seed) and exits 1
@@ -10,47 +11,73 @@
 //! 1 if the checker found nothing. `--seconds` sets the length: about 60 in CI, as long as you
 //! like for a soak. `--min-faults N` fails the run if fewer than N faults were injected.
 
-use lease_lock_faults as faults;
+use clap::{Parser, Subcommand};
 use faults::{worker, RunConfig};
+use lease_lock_faults as faults;
 use std::process::ExitCode;
 
-fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+#[derive(Parser)]
+#[command(about = "Fault injection against lease_lock clients; prints a summary and exits 1 on a safety violation")]
+struct Cli {
+    #[command(subcommand)]
+    worker: Option<Command>,
+    /// How long to inject faults, in seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// The fault schedule's seed (default: from the clock; printed, to reproduce a run).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Client processes.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Fail the run if fewer faults were injected.
+    #[arg(long, default_value_t = 0)]
+    min_faults: usize,
+    /// Clients that behave like the reference implementation (negative control).
+    #[arg(long)]
+    reference: bool,
+    /// Invert the exit status: fail if the checker found nothing.
+    #[arg(long)]
+    expect_violations: bool,
+    /// Keep the workers' logs.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One client process (started by the harness).
+    Worker {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        lease_conninfo: String,
+        #[arg(long)]
+        app_conninfo: String,
+        #[arg(long)]
+        log: String,
+        #[arg(long)]
+        reference: bool,
+    },
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    if args.first().map(String::as_str) == Some("worker") {
-        let get = |n: &str| arg_value(&args, n).unwrap_or_else(|| panic!("worker needs {n}"));
-        runtime.block_on(worker::run(worker::WorkerArgs {
-            client: get("--client"),
-            lease_conninfo: get("--lease-conninfo"),
-            app_conninfo: get("--app-conninfo"),
-            log: get("--log"),
-            reference: args.iter().any(|a| a == "--reference"),
-        }));
+    if let Some(Command::Worker { client, lease_conninfo, app_conninfo, log, reference }) = cli.worker {
+        runtime.block_on(worker::run(worker::WorkerArgs { client, lease_conninfo, app_conninfo, log, reference }));
         return ExitCode::SUCCESS;
     }
 
-    let number = |name: &str, default: u64| {
-        arg_value(&args, name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
-    };
-    let seed = number("--seed", faults::mono_ns() as u64 % 1_000_000);
-    let reference = args.iter().any(|a| a == "--reference");
-    let expect_violations = args.iter().any(|a| a == "--expect-violations");
+    let seed = cli.seed.unwrap_or(faults::mono_ns() as u64 % 1_000_000);
+    let (reference, expect_violations) = (cli.reference, cli.expect_violations);
     let work_dir = std::env::temp_dir().join(format!("lease-faults-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir).expect("work dir");
-    let config = RunConfig {
-        seconds: number("--seconds", 60),
-        seed,
-        clients: number("--clients", 4) as usize,
-        reference,
-        work_dir: work_dir.clone(),
-    };
+    let config = RunConfig { seconds: cli.seconds, seed, clients: cli.clients, reference, work_dir: work_dir.clone() };
     let (seconds, clients) = (config.seconds, config.clients);
     let (report, by_kind) = runtime.block_on(faults::run(config));
-    if args.iter().any(|a| a == "--keep") {
+    if cli.keep {
+
         println!("worker logs kept in {}", work_dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&work_dir);
@@ -98,7 +125,7 @@ fn main() -> ExitCode {
     }
     let violations = report.safety_violations();
     println!("\nsafety violations: {violations} (reproduce with --seed {seed})");
-    let min_faults = number("--min-faults", 0) as usize;
+    let min_faults = cli.min_faults;
     if injected < min_faults {
         println!("only {injected} faults injected, fewer than --min-faults {min_faults}");
         return ExitCode::FAILURE;
