@@ -5,7 +5,7 @@
 #   scripts/test.sh                 every suite
 #   scripts/test.sh regress client  only the named suites
 #
-# Suites: lint (clippy, examples, the tls feature), regress (pg_regress), isolation (two-session
+# Suites: lint (rustfmt, clippy, examples, the tls feature), regress (pg_regress), isolation (two-session
 # specs), client (Rust client unit, doc and integration tests), examples (the SQL-only examples in
 # sql/examples, psql/bash and Python), faults (the fault harness, 60 s, and its negative control),
 # pgrx (#[pg_test] unit tests).
@@ -101,6 +101,7 @@ check() {
 
 suite_lint() {
     CHECK_PASSED=0 CHECK_FAILED=0
+    check "rustfmt" cargo fmt --all -- --check
     check "clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
     check "client examples build" cargo build --quiet -p lease_lock_client --examples
     check "client tls feature" cargo check --quiet -p lease_lock_client --features tls

@@ -3,8 +3,8 @@
 //! throughput by connections, holder p99 by standbys, failover times, client CPU.
 
 use super::contention::{ContentionResult, System, STANDBY_COUNTS};
-use super::single::{Alternative, SingleResult};
 use super::report::f_int;
+use super::single::{Alternative, SingleResult};
 use super::Results;
 use std::fmt::Write;
 
@@ -242,14 +242,21 @@ fn many_lines(s: &mut String, p: Panel, r: &Results) {
             row.connections
         );
     }
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">connections</text>"#, (left + right) / 2.0, bottom + 32.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">connections</text>"#,
+        (left + right) / 2.0,
+        bottom + 32.0
+    );
     let series: [(&str, &str, RateOf); 2] = [
         ("lease_lock.lease_refresh", OURS, |r| r.refresh_rate.median),
         ("one-row UPDATE (durable-commit floor)", FLOOR, |r| r.update_rate.median),
     ];
     for (k, (name, color, value)) in series.iter().enumerate() {
-        let points: Vec<String> = rows.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", px(i), py(value(r)))).collect();
-        let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, points.join(" "));
+        let points: Vec<String> =
+            rows.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", px(i), py(value(r)))).collect();
+        let _ =
+            writeln!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, points.join(" "));
         for (i, r) in rows.iter().enumerate() {
             let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, px(i), py(value(r)));
         }
@@ -288,7 +295,6 @@ fn nice_ceiling(v: f64) -> f64 {
     let magnitude = 10f64.powf(v.log10().floor());
     [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|c| *c >= v).unwrap_or(10.0 * magnitude)
 }
-
 
 /// Escapes text for SVG.
 fn esc(text: &str) -> String {

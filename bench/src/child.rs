@@ -61,9 +61,8 @@ impl HoldArgs {
                 .cloned()
                 .ok_or_else(|| BenchError::new(format!("hold needs {name}")))
         };
-        let number = |name: &str| {
-            value(name)?.parse::<u64>().map_err(|_| BenchError::new(format!("{name} takes a number")))
-        };
+        let number =
+            |name: &str| value(name)?.parse::<u64>().map_err(|_| BenchError::new(format!("{name} takes a number")));
         Ok(HoldArgs {
             conninfo: value("--conninfo")?,
             prefix: value("--prefix")?,

@@ -139,7 +139,14 @@ pub async fn run(
                 let taken = counts.taken.load(Ordering::Relaxed);
                 expect(taken == 0, "a standby took the lease from a live holder")?;
                 let slot = s * STANDBY_COUNTS.len() + level;
-                info!(link, round, standbys = n, system = system.label(), p99_ms = sample.latencies.summary().p99_ms, "measured");
+                info!(
+                    link,
+                    round,
+                    standbys = n,
+                    system = system.label(),
+                    p99_ms = sample.latencies.summary().p99_ms,
+                    "measured"
+                );
                 latencies[slot].push(sample.latencies);
                 polls[slot].0 += counts.polls.load(Ordering::Relaxed);
                 polls[slot].1 += counts.errors.load(Ordering::Relaxed);

@@ -72,11 +72,7 @@ pub async fn run(conninfo: &str, exe: &Path, plan: &Plan) -> Result<FailoverResu
 }
 
 fn client(conninfo: &str, lease_name: &str, lease: Duration, refresh: Duration) -> Result<LeaseClient, BenchError> {
-    Ok(LeaseClient::builder(conninfo)
-        .lease_name(lease_name)
-        .lease_duration(lease)
-        .refresh_interval(refresh)
-        .build()?)
+    Ok(LeaseClient::builder(conninfo).lease_name(lease_name).lease_duration(lease).refresh_interval(refresh).build()?)
 }
 
 /// `later - earlier` in milliseconds, negative if `later` came first.

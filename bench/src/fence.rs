@@ -34,7 +34,9 @@ pub struct FenceResult {
 /// A failed write (a refused fence included).
 pub async fn run(conninfo: &str, control: &Client, plan: &Plan) -> Result<FenceResult, BenchError> {
     control
-        .batch_execute("CREATE TABLE fenced_writes (id bigserial PRIMARY KEY, token bigint NOT NULL, payload text NOT NULL)")
+        .batch_execute(
+            "CREATE TABLE fenced_writes (id bigserial PRIMARY KEY, token bigint NOT NULL, payload text NOT NULL)",
+        )
         .await?;
     // Taken for an hour (sql::BENCH_LEASE): every fence of the run sees a live tenure.
     let holder = LeaseCalls::connect(conninfo, Uuid::new_v4()).await?;

@@ -242,9 +242,14 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
     info!("scenario 2: 10,000 leases over 1-16 connections");
     let many = many::run(&socket, &control, plan).await?;
     info!("scenario 3: one holder, 0-100 polling standbys, Unix socket");
-    let contention =
-        contention::run(&socket, SOCKET_LINK, "contended-socket", plan.contention_rounds, secs(plan.contention_period_s))
-            .await?;
+    let contention = contention::run(
+        &socket,
+        SOCKET_LINK,
+        "contended-socket",
+        plan.contention_rounds,
+        secs(plan.contention_period_s),
+    )
+    .await?;
     info!("scenario 3: one holder, 0-100 polling standbys, TCP + 0.5 ms each way");
     let contention_delayed = contention::run(
         &delayed,
@@ -295,8 +300,7 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
 pub fn write_outputs(results: &Results, out: &Path) -> Result<Vec<PathBuf>, BenchError> {
     std::fs::create_dir_all(out.join("results"))?;
     std::fs::create_dir_all(out.join("docs"))?;
-    let json = serde_json::to_string_pretty(results)
-        .map_err(|e| BenchError::from_error("serializing results", &e))?;
+    let json = serde_json::to_string_pretty(results).map_err(|e| BenchError::from_error("serializing results", &e))?;
     let files = [
         (out.join("results/benchmarks.json"), json + "\n"),
         (out.join("results/benchmarks.md"), report::results_markdown(results)),

@@ -10,8 +10,8 @@
 //! `scripts/bench.sh` builds it in release mode and runs it. Progress goes to stderr
 //! (`RUST_LOG` filters it); the summary of the goals to stdout.
 
-use lease_lock_bench as bench;
 use bench::{child, BenchError, Plan, RunnerContext};
+use lease_lock_bench as bench;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,7 +45,9 @@ fn run(args: &[String]) -> Result<(), BenchError> {
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--quick" => quick = true,
-            "--out" => out = rest.next().map(PathBuf::from).ok_or_else(|| BenchError::new("--out needs a directory"))?,
+            "--out" => {
+                out = rest.next().map(PathBuf::from).ok_or_else(|| BenchError::new("--out needs a directory"))?
+            }
             other => {
                 return Err(BenchError::new(format!("unknown argument {other:?}; usage: bench [--quick] [--out DIR]")))
             }

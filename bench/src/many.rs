@@ -7,7 +7,7 @@
 //! flush rate itself is the limit.
 
 use super::sql::{self, expect};
-use super::stats::{median, paired_ratio, LatencySummary, Latencies, RoundLatencies, Sample, Spread};
+use super::stats::{median, paired_ratio, Latencies, LatencySummary, RoundLatencies, Sample, Spread};
 use super::{secs, BenchError, Plan};
 use serde::Serialize;
 use std::sync::Arc;
@@ -159,10 +159,9 @@ async fn renew_or_update(worker: &Worker, kind: Kind, holder: Uuid, name: &str, 
             let renewed: bool = worker.client.query_one(&worker.refresh, &[&holder, &name]).await?.get(0);
             expect(renewed, "lease_lock.lease_refresh of one of the 10,000 leases did not renew")
         }
-        Kind::Update => expect(
-            worker.client.execute(&worker.update, &[&id]).await? == 1,
-            "the floor UPDATE changed no row",
-        ),
+        Kind::Update => {
+            expect(worker.client.execute(&worker.update, &[&id]).await? == 1, "the floor UPDATE changed no row")
+        }
     }
 }
 

@@ -40,7 +40,9 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         ),
         met: ratio.median <= 1.15,
     });
-    for (result, at_least, link) in [(&r.single_socket, 1.5, "Unix socket"), (&r.single_delayed, 2.5, "TCP +0.5 ms each way")] {
+    for (result, at_least, link) in
+        [(&r.single_socket, 1.5, "Unix socket"), (&r.single_delayed, 2.5, "TCP +0.5 ms each way")]
+    {
         let vs = &result.row(Alternative::LeaseRefresh).throughput_vs_reference;
         goals.push(Goal {
             goal: format!("lease_lock.lease_refresh throughput at least {at_least}x the reference's BEGIN; upsert; COMMIT, {link}"),
@@ -49,7 +51,9 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         });
     }
     let most = STANDBY_COUNTS[STANDBY_COUNTS.len() - 1];
-    if let (Some(none), Some(busy)) = (r.contention.row(System::LeaseLock, 0), r.contention.row(System::LeaseLock, most)) {
+    if let (Some(none), Some(busy)) =
+        (r.contention.row(System::LeaseLock, 0), r.contention.row(System::LeaseLock, most))
+    {
         goals.push(Goal {
             goal: format!("Holder p99 with {most} polling standbys within 1.5x of its p99 with none, Unix socket"),
             measured: format!(
@@ -64,7 +68,12 @@ pub fn goals(r: &Results) -> Vec<Goal> {
     let f = &r.failover;
     goals.push(Goal {
         goal: "Graceful failover (release to a notified standby holding) p50 under 50 ms".into(),
-        measured: format!("p50 {} ms, max {} ms ({} runs)", f_ms(f.notified.p50_ms), f_ms(f.notified.max_ms), f.notified.count),
+        measured: format!(
+            "p50 {} ms, max {} ms ({} runs)",
+            f_ms(f.notified.p50_ms),
+            f_ms(f.notified.max_ms),
+            f.notified.count
+        ),
         met: f.notified.count > 0 && f.notified.p50_ms < 50.0,
     });
     goals.push(Goal {
@@ -82,7 +91,11 @@ pub fn goals(r: &Results) -> Vec<Goal> {
                 "Renewal time with {} lease names within 1.2x of one name (plans prepared while the table was tiny)",
                 f_int(row.names as f64)
             ),
-            measured: format!("{}, the median of the rounds' {}", x_goal(row.time_vs_one_name.median, 1.2), rounds_x(&row.time_vs_one_name)),
+            measured: format!(
+                "{}, the median of the rounds' {}",
+                x_goal(row.time_vs_one_name.median, 1.2),
+                rounds_x(&row.time_vs_one_name)
+            ),
             met: row.time_vs_one_name.median <= 1.2,
         });
     }
@@ -167,7 +180,11 @@ fn machine_section(r: &Results) -> String {
     let settings: Vec<String> = m.postgres_settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(s, "| date | {} |", m.date_utc);
-    let _ = writeln!(s, "| machine | {} cores, {}, {:.1} GiB RAM, Linux {} |", m.cores, m.cpu_model, m.memory_gib, m.kernel);
+    let _ = writeln!(
+        s,
+        "| machine | {} cores, {}, {:.1} GiB RAM, Linux {} |",
+        m.cores, m.cpu_model, m.memory_gib, m.kernel
+    );
     let _ = writeln!(s, "| load average at start (1/5/15 min) | {} |", m.load_average_at_start);
     let _ = writeln!(s, "| PostgreSQL | {} |", m.postgres_version);
     let _ = writeln!(s, "| server settings | {} |", settings.join(", "));
@@ -187,8 +204,17 @@ fn plan_line(r: &Results) -> String {
     format!(
         "scenario 1: {} rounds x {} s per alternative and link; 2: {} rounds x {} s; 3: {} rounds x {} s; \
          4: {} rounds x {} s; 5: {} graceful runs of each kind, {} crash runs; 6: {} s window",
-        p.single_rounds, p.single_period_s, p.many_rounds, p.many_period_s, p.contention_rounds,
-        p.contention_period_s, p.fence_rounds, p.fence_period_s, p.graceful_reps, p.crash_reps, p.cost_window_s
+        p.single_rounds,
+        p.single_period_s,
+        p.many_rounds,
+        p.many_period_s,
+        p.contention_rounds,
+        p.contention_period_s,
+        p.fence_rounds,
+        p.fence_period_s,
+        p.graceful_reps,
+        p.crash_reps,
+        p.cost_window_s
     )
 }
 

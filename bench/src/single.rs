@@ -81,9 +81,7 @@ impl Alternative {
                  trips, no WAL): what users reach for first; no fencing token, lost silently \
                  with the connection, does not survive a pooler."
             }
-            Alternative::SelectOne => {
-                "A prepared `SELECT 1`: one round trip and nothing else, the floor of any call."
-            }
+            Alternative::SelectOne => "A prepared `SELECT 1`: one round trip and nothing else, the floor of any call.",
             Alternative::UpdateOneRow => {
                 "`UPDATE floor_small SET v = v + 1 WHERE id = 1` in autocommit: one round trip, \
                  one HOT update, one WAL flush: the floor of any durable renewal. Goal: \
@@ -130,7 +128,12 @@ enum Caller {
 }
 
 impl Caller {
-    async fn open(alternative: Alternative, conninfo: &str, holder: Uuid, lease_name: &str) -> Result<Caller, BenchError> {
+    async fn open(
+        alternative: Alternative,
+        conninfo: &str,
+        holder: Uuid,
+        lease_name: &str,
+    ) -> Result<Caller, BenchError> {
         Ok(match alternative {
             Alternative::LeaseRefresh | Alternative::LeaseAcquire => Caller::Lease {
                 calls: LeaseCalls::connect(conninfo, holder).await?,

@@ -29,8 +29,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The application's own connection, for its own work (never the lease's connection).
     let (app, connection) = tokio_postgres::connect(&conninfo, NoTls).await?;
     tokio::spawn(connection);
-    app.batch_execute("CREATE TABLE IF NOT EXISTS ledger (token bigint, worker text, at timestamptz DEFAULT clock_timestamp())")
-        .await?;
+    app.batch_execute(
+        "CREATE TABLE IF NOT EXISTS ledger (token bigint, worker text, at timestamptz DEFAULT clock_timestamp())",
+    )
+    .await?;
 
     let lease = LeaseClient::builder(&conninfo)
         .lease_name("ledger-writer")
@@ -40,8 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     info!(%worker, holder = %lease.holder_id(), "competing for the lease");
 
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -108,10 +108,9 @@ impl LeaseClient {
         match self.attempt().await? {
             Attempt::Held(tenure) => Ok(Some(Lease::start(tenure, claim))),
             Attempt::Refused(_) => Ok(None),
-            Attempt::Duplicate { fencing_token } => Err(Error::DuplicateHolderId {
-                lease_name: self.lease_name.to_string(),
-                fencing_token,
-            }),
+            Attempt::Duplicate { fencing_token } => {
+                Err(Error::DuplicateHolderId { lease_name: self.lease_name.to_string(), fencing_token })
+            }
         }
     }
 
@@ -194,9 +193,7 @@ impl LeaseClient {
     /// # Cancel safety
     /// Cancel-safe, as `acquire`.
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Lease, Error> {
-        tokio::time::timeout(timeout, self.acquire())
-            .await
-            .map_err(|_| Error::AcquireTimeout(timeout))?
+        tokio::time::timeout(timeout, self.acquire()).await.map_err(|_| Error::AcquireTimeout(timeout))?
     }
 
     /// The elector loop: competes for the lease, runs `work` while holding it, and competes
@@ -322,9 +319,7 @@ impl LeaseClient {
         let config = self.config();
         let floor = self.min_wait();
         let cap = if config.listen() { config.lease_duration() } else { config.refresh_interval() };
-        let until_expiry = expires_at
-            .and_then(|e| e.duration_since(SystemTime::now()).ok())
-            .unwrap_or(Duration::ZERO);
+        let until_expiry = expires_at.and_then(|e| e.duration_since(SystemTime::now()).ok()).unwrap_or(Duration::ZERO);
         jitter_up(until_expiry.clamp(floor, cap.max(floor)))
     }
 
@@ -370,7 +365,9 @@ enum Attempt {
     Refused(Option<SystemTime>),
     /// The call renewed a tenure held under our holder id that this client did not start:
     /// another process uses the same id (see [`Error::DuplicateHolderId`]).
-    Duplicate { fencing_token: i64 },
+    Duplicate {
+        fencing_token: i64,
+    },
 }
 
 enum AttemptError {
@@ -577,10 +574,7 @@ impl LeaseClientBuilder {
         let holder_id = self.config.holder_id().unwrap_or_else(Uuid::new_v4);
         let lease_name: Arc<str> = self.config.lease_name().into();
         let session = Arc::new(Session::new(pg, tls, self.config, holder_id, configured));
-        Ok(LeaseClient {
-            shared: Arc::new(Shared { session, holder_id, claims: Arc::default() }),
-            lease_name,
-        })
+        Ok(LeaseClient { shared: Arc::new(Shared { session, holder_id, claims: Arc::default() }), lease_name })
     }
 }
 

@@ -194,20 +194,14 @@ impl LeaseConfig {
 
 pub(crate) fn validate_lease_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.len() > MAX_LEASE_NAME_BYTES {
-        return Err(Error::Config(format!(
-            "lease name must be 1 to {MAX_LEASE_NAME_BYTES} bytes, not {}",
-            name.len()
-        )));
+        return Err(Error::Config(format!("lease name must be 1 to {MAX_LEASE_NAME_BYTES} bytes, not {}", name.len())));
     }
     Ok(())
 }
 
 fn validate_schema(schema: &str) -> Result<(), Error> {
     if schema.is_empty() || schema.len() > MAX_SCHEMA_BYTES {
-        return Err(Error::Config(format!(
-            "schema name must be 1 to {MAX_SCHEMA_BYTES} bytes, not {}",
-            schema.len()
-        )));
+        return Err(Error::Config(format!("schema name must be 1 to {MAX_SCHEMA_BYTES} bytes, not {}", schema.len())));
     }
     if schema.contains('\0') {
         return Err(Error::Config("schema name must not contain NUL".into()));

@@ -80,11 +80,7 @@ pub(crate) struct Grant {
 struct PgInterval(Duration);
 
 impl ToSql for PgInterval {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         let micros = i64::try_from(self.0.as_micros())?;
         out.extend_from_slice(&micros.to_be_bytes()); // time
         out.extend_from_slice(&0i32.to_be_bytes()); // days
@@ -148,9 +144,7 @@ impl DbConn {
     ) -> Result<Grant, tokio_postgres::Error> {
         let interval = PgInterval(duration);
         let row = match &self.statements {
-            Some(statements) => {
-                self.client.query_one(&statements[which], &[&holder, &interval, &name]).await?
-            }
+            Some(statements) => self.client.query_one(&statements[which], &[&holder, &interval, &name]).await?,
             None => {
                 let sql = if which == 0 { &self.sql.acquire } else { &self.sql.refresh };
                 let params: [(&(dyn ToSql + Sync), Type); 3] =
@@ -160,25 +154,16 @@ impl DbConn {
             }
         };
         let (acquired, fencing_token): (bool, Option<i64>) = (row.get(0), row.get(1));
-        let continued = which == 0 && acquired && fencing_token.is_some() && row.get::<_, Option<i64>>(3) == fencing_token;
+        let continued =
+            which == 0 && acquired && fencing_token.is_some() && row.get::<_, Option<i64>>(3) == fencing_token;
         Ok(Grant { acquired, fencing_token, expires_at: row.get(2), continued })
     }
 
-    pub async fn acquire(
-        &self,
-        holder: Uuid,
-        duration: Duration,
-        name: &str,
-    ) -> Result<Grant, tokio_postgres::Error> {
+    pub async fn acquire(&self, holder: Uuid, duration: Duration, name: &str) -> Result<Grant, tokio_postgres::Error> {
         self.grant(0, holder, duration, name).await
     }
 
-    pub async fn refresh(
-        &self,
-        holder: Uuid,
-        duration: Duration,
-        name: &str,
-    ) -> Result<Grant, tokio_postgres::Error> {
+    pub async fn refresh(&self, holder: Uuid, duration: Duration, name: &str) -> Result<Grant, tokio_postgres::Error> {
         self.grant(1, holder, duration, name).await
     }
 
@@ -186,8 +171,7 @@ impl DbConn {
         let row = match &self.statements {
             Some(statements) => self.client.query_one(&statements[2], &[&holder, &name]).await?,
             None => {
-                let params: [(&(dyn ToSql + Sync), Type); 2] =
-                    [(&holder, Type::UUID), (&name, Type::TEXT)];
+                let params: [(&(dyn ToSql + Sync), Type); 2] = [(&holder, Type::UUID), (&name, Type::TEXT)];
                 let rows = self.client.query_typed(&self.sql.release, &params).await?;
                 rows.into_iter().next().expect("lease_release returns one row")
             }
@@ -329,8 +313,7 @@ impl Session {
         let (closed_tx, closed) = watch::channel(false);
         let (client, driver) = match &self.tls {
             Tls::None => {
-                let (client, connection) =
-                    self.pg.connect(tokio_postgres::NoTls).await.map_err(Error::Connect)?;
+                let (client, connection) = self.pg.connect(tokio_postgres::NoTls).await.map_err(Error::Connect)?;
                 (client, spawn_driver(connection, self.releases.clone(), closed_tx))
             }
             #[cfg(feature = "tls")]

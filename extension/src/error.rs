@@ -158,13 +158,7 @@ mod tests {
     #[test]
     fn sqlstate_packing_matches_postgres() {
         // ERRCODE_NULL_VALUE_NOT_ALLOWED as PostgreSQL computes it.
-        assert_eq!(
-            SqlState::NULL_VALUE_NOT_ALLOWED.0,
-            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED as i32
-        );
-        assert_eq!(
-            SqlState::INSUFFICIENT_PRIVILEGE.0,
-            pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32
-        );
+        assert_eq!(SqlState::NULL_VALUE_NOT_ALLOWED.0, pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED as i32);
+        assert_eq!(SqlState::INSUFFICIENT_PRIVILEGE.0, pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
     }
 }

@@ -36,10 +36,7 @@ impl AsOwner {
         // restores it.
         unsafe {
             pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-            pg_sys::SetUserIdAndSecContext(
-                owner,
-                saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-            );
+            pg_sys::SetUserIdAndSecContext(owner, saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
         }
         AsOwner { saved_user, saved_context }
     }

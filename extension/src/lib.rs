@@ -5,8 +5,6 @@
 //! does the whole step of the protocol server-side, atomically, on the database's clock
 //! (`clock_timestamp()`). See README.md for the contract; `protocol.rs` for how it is kept.
 
-#![warn(clippy::undocumented_unsafe_blocks)]
-
 use pgrx::prelude::*;
 
 mod error;

@@ -105,9 +105,8 @@ fn timeline_start(timeline: i32) -> TimestampTz {
         }
     }
     // SAFETY: DataDir is set for the life of the backend; PgStartTime is set at postmaster start.
-    let (data_dir, started) = unsafe {
-        (std::ffi::CStr::from_ptr(pg_sys::DataDir).to_string_lossy().into_owned(), pg_sys::PgStartTime)
-    };
+    let (data_dir, started) =
+        unsafe { (std::ffi::CStr::from_ptr(pg_sys::DataDir).to_string_lossy().into_owned(), pg_sys::PgStartTime) };
     let history = format!("{data_dir}/pg_wal/{timeline:08X}.history");
     let start = std::fs::metadata(history)
         .and_then(|m| m.modified())
@@ -181,9 +180,10 @@ impl LeaseCall<'_> {
             self.refuse_other_role(holder, &locked)?;
             return Ok(Grant::refused(Some(until)));
         }
-        let row = self.spi.run(Stmt::Take, &args)?.ok_or_else(|| {
-            LeaseError::new(SqlState::DATA_CORRUPTED, "lease_lock: the locked lease row vanished")
-        })?;
+        let row = self
+            .spi
+            .run(Stmt::Take, &args)?
+            .ok_or_else(|| LeaseError::new(SqlState::DATA_CORRUPTED, "lease_lock: the locked lease row vanished"))?;
         Ok(Grant::held(Tenure::read(&row)?))
     }
 
@@ -200,7 +200,10 @@ impl LeaseCall<'_> {
             // Raising aborts the caller's transaction, and with it this row and the count.
             return Err(LeaseError::new(
                 SqlState::CONFIGURATION_LIMIT_EXCEEDED,
-                format!("too many lease names: lease \"{}\" would be name {} of at most {limit}", self.name.text, created.names),
+                format!(
+                    "too many lease names: lease \"{}\" would be name {} of at most {limit}",
+                    self.name.text, created.names
+                ),
             )
             .hint("Reuse lease names, or ask an administrator to raise lease_lock.max_lease_names."));
         }
@@ -221,13 +224,8 @@ impl LeaseCall<'_> {
 
     /// `lease_release`: end the caller's tenure and wake waiters.
     pub fn release(&self, holder: &Holder) -> Result<bool, LeaseError> {
-        let args = [
-            self.name.datum,
-            holder.datum,
-            Datum::from(self.role),
-            Datum::from(self.now),
-            Datum::from(self.timeline),
-        ];
+        let args =
+            [self.name.datum, holder.datum, Datum::from(self.role), Datum::from(self.now), Datum::from(self.timeline)];
         if self.spi.run(Stmt::Release, &args)?.is_some() {
             self.spi.run(Stmt::Notify, &[self.name.datum])?;
             return Ok(true);

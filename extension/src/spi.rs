@@ -200,10 +200,7 @@ impl SpiSession {
         // SAFETY: catalog lookups inside a transaction; the name is a valid C string.
         let (schema, owner) = unsafe {
             let schema = pg_sys::get_namespace_oid(name.as_ptr(), true);
-            let tuple = pg_sys::SearchSysCache1(
-                pg_sys::SysCacheIdentifier::NAMESPACEOID as _,
-                Datum::from(schema),
-            );
+            let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::NAMESPACEOID as _, Datum::from(schema));
             if tuple.is_null() {
                 (schema, None)
             } else {
@@ -263,12 +260,7 @@ impl SpiSession {
         self.run_with(stmt, args, Snapshot::Transaction)
     }
 
-    pub fn run_with(
-        &self,
-        stmt: Stmt,
-        args: &[Datum],
-        snapshot: Snapshot,
-    ) -> Result<Option<Row>, LeaseError> {
+    pub fn run_with(&self, stmt: Stmt, args: &[Datum], snapshot: Snapshot) -> Result<Option<Row>, LeaseError> {
         let plan = self.plan(stmt)?;
         assert_eq!(args.len(), stmt.arg_types().len(), "{stmt:?} takes {} arguments", args.len());
         let mut values = args.to_vec();
@@ -369,9 +361,7 @@ impl Row {
     }
 
     fn not_null<T>(value: Option<T>, column: &str) -> Result<T, LeaseError> {
-        value.ok_or_else(|| {
-            LeaseError::new(SqlState::DATA_CORRUPTED, format!("lease_lock: {column} is NULL"))
-        })
+        value.ok_or_else(|| LeaseError::new(SqlState::DATA_CORRUPTED, format!("lease_lock: {column} is NULL")))
     }
 }
 

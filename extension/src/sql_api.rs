@@ -50,9 +50,7 @@ macro_rules! sql_function {
                 Outcome::Return(datum) => datum,
                 // SAFETY: nothing in this frame needs dropping; the caller is fmgr.
                 Outcome::Raise(error) => unsafe {
-                    error.raise(CStr::from_bytes_with_nul_unchecked(
-                        concat!(stringify!($sym), "\0").as_bytes(),
-                    ))
+                    error.raise(CStr::from_bytes_with_nul_unchecked(concat!(stringify!($sym), "\0").as_bytes()))
                 },
             }
         }
@@ -71,9 +69,7 @@ fn run_catching_postgres_errors(body: impl FnOnce() -> Result<Datum, LeaseError>
         Ok(Err(error)) => Outcome::Raise(error.into_pending()),
         Err(payload) => match payload.downcast::<CaughtError>() {
             Ok(caught) => match *caught {
-                CaughtError::PostgresError(report) => {
-                    Outcome::Raise(LeaseError::from_postgres(&report).into_pending())
-                }
+                CaughtError::PostgresError(report) => Outcome::Raise(LeaseError::from_postgres(&report).into_pending()),
                 other => other.rethrow(),
             },
             Err(payload) => std::panic::resume_unwind(payload),
@@ -118,9 +114,7 @@ fn release(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
 
 /// `(fencing_token bigint, lease_name text)` -> `void`.
 fn fence(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
-    let token = arg(fcinfo, 0)
-        .ok_or_else(|| null_argument("fencing_token"))?
-        .value() as i64;
+    let token = arg(fcinfo, 0).ok_or_else(|| null_argument("fencing_token"))?.value() as i64;
     let name = name_arg(fcinfo, 1)?;
     with_call(&CallSite::get(fcinfo), name, |call| call.fence(token))?;
     Ok(Datum::from(0))
@@ -142,11 +136,8 @@ fn with_call<T>(
 ) -> Result<T, LeaseError> {
     // SAFETY: a read of shared recovery state, valid in any backend.
     if unsafe { pg_sys::RecoveryInProgress() } {
-        return Err(LeaseError::new(
-            SqlState::READ_ONLY_SQL_TRANSACTION,
-            "leases cannot be taken on a standby server",
-        )
-        .hint("Connect to the primary (libpq: target_session_attrs=read-write)."));
+        return Err(LeaseError::new(SqlState::READ_ONLY_SQL_TRANSACTION, "leases cannot be taken on a standby server")
+            .hint("Connect to the primary (libpq: target_session_attrs=read-write)."));
     }
     // SAFETY: reads the backend's current user id (set for any backend running a query).
     let role = unsafe { pg_sys::GetUserId() };
@@ -200,9 +191,8 @@ fn duration_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<i64, LeaseError> {
         return Err(invalid("lease_duration must not contain months or years")
             .hint("Use days, hours, minutes or seconds: a month has no fixed length."));
     }
-    let micros = i64::from(interval.day)
-        .checked_mul(24 * 3600 * 1_000_000)
-        .and_then(|days| days.checked_add(interval.time));
+    let micros =
+        i64::from(interval.day).checked_mul(24 * 3600 * 1_000_000).and_then(|days| days.checked_add(interval.time));
     match micros {
         Some(m) if m <= 0 => Err(invalid("lease_duration must be positive")),
         Some(m) if m <= MAX_DURATION_MICROS => Ok(m),
@@ -222,10 +212,7 @@ fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<LeaseName<'a>, Lea
             return Err(invalid("lease_name must not be empty"));
         }
         if bytes.len() > MAX_NAME_BYTES {
-            return Err(invalid(format!(
-                "lease_name must be at most {MAX_NAME_BYTES} bytes, not {}",
-                bytes.len()
-            )));
+            return Err(invalid(format!("lease_name must be at most {MAX_NAME_BYTES} bytes, not {}", bytes.len())));
         }
         // The server already checked the encoding; lossy only matters for non-UTF8 databases,
         // where the name is used in messages only.
@@ -294,8 +281,7 @@ impl CallSite {
 fn function_owner(fn_oid: Oid) -> Oid {
     // SAFETY: a syscache lookup inside a transaction, released before returning.
     unsafe {
-        let tuple =
-            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::PROCOID as _, Datum::from(fn_oid));
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::PROCOID as _, Datum::from(fn_oid));
         if tuple.is_null() {
             pgrx::error!("lease_lock: cache lookup failed for function {}", fn_oid.to_u32());
         }
@@ -317,10 +303,13 @@ fn grant_desc() -> pg_sys::TupleDesc {
     let desc = unsafe {
         let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
         let desc = pg_sys::CreateTemplateTupleDesc(3);
-        for (n, (name, ty)) in
-            [(c"acquired", pg_sys::BOOLOID), (c"fencing_token", pg_sys::INT8OID), (c"expires_at", pg_sys::TIMESTAMPTZOID)]
-                .into_iter()
-                .enumerate()
+        for (n, (name, ty)) in [
+            (c"acquired", pg_sys::BOOLOID),
+            (c"fencing_token", pg_sys::INT8OID),
+            (c"expires_at", pg_sys::TIMESTAMPTZOID),
+        ]
+        .into_iter()
+        .enumerate()
         {
             pg_sys::TupleDescInitEntry(desc, (n + 1) as pg_sys::AttrNumber, name.as_ptr(), ty, -1, 0);
         }

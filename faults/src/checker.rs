@@ -261,11 +261,8 @@ pub fn check(logs: &[ProcessLog], history: &[HistoryRow], faults: &[FaultRecord]
             continue;
         }
         let covered = beliefs.iter().any(|b| b.start <= f.end && b.end >= f.end);
-        let recovery = if covered {
-            Some(0)
-        } else {
-            beliefs.iter().filter(|b| b.start > f.end).map(|b| b.start - f.end).min()
-        };
+        let recovery =
+            if covered { Some(0) } else { beliefs.iter().filter(|b| b.start > f.end).map(|b| b.start - f.end).min() };
         if let Some(r) = recovery {
             if faults.iter().any(|o| o.start > f.end && o.start < f.end + r) {
                 continue;

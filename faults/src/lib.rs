@@ -23,9 +23,9 @@
 pub mod checker;
 pub mod worker;
 
+use checker::{FaultRecord, HistoryRow, ProcessLog, Report};
 use lease_lock_tests::cluster::TestCluster;
 use lease_lock_tests::proxy::Proxy;
-use checker::{FaultRecord, HistoryRow, ProcessLog, Report};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,9 +34,15 @@ use worker::LEASE_DURATION;
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process on this host.
 pub fn mono_ns() -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// Sends `signal` to a worker process (a worker that is already gone is not an error).
+fn signal(pid: i32, signal: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
 }
 
 /// The fault schedule's seeded generator: the same seed gives the same schedule. ChaCha8, whose
@@ -175,7 +181,7 @@ impl Harness {
         match kind {
             "kill" => {
                 if let Some(pid) = pid {
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    signal(pid, rustix::process::Signal::KILL);
                 }
                 self.killed.lock().unwrap().push((target.clone(), mono_ns()));
                 self.record(kind, target, start);
@@ -191,9 +197,9 @@ impl Harness {
             }
             "pause" => {
                 let Some(pid) = pid else { return };
-                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                signal(pid, rustix::process::Signal::STOP);
                 sleep(span(lease_ms * 3 / 2, lease_ms * 5 / 2)).await;
-                unsafe { libc::kill(pid, libc::SIGCONT) };
+                signal(pid, rustix::process::Signal::CONT);
             }
             "terminate" => {
                 self.psql(&format!(
@@ -219,9 +225,7 @@ impl Harness {
                 let mode = if kind == "restart-fast" { "fast" } else { "immediate" };
                 let harness = self.clone();
                 let settings = cluster_settings();
-                tokio::task::spawn_blocking(move || harness.cluster.restart(mode, &settings))
-                    .await
-                    .expect("restart");
+                tokio::task::spawn_blocking(move || harness.cluster.restart(mode, &settings)).await.expect("restart");
                 self.record(kind, "server".into(), start);
                 sleep(Duration::from_secs(8)).await; // keep restarts apart
                 return;

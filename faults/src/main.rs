@@ -77,7 +77,6 @@ fn main() -> ExitCode {
     let (seconds, clients) = (config.seconds, config.clients);
     let (report, by_kind) = runtime.block_on(faults::run(config));
     if cli.keep {
-
         println!("worker logs kept in {}", work_dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&work_dir);
@@ -132,7 +131,14 @@ fn main() -> ExitCode {
     }
     let failed = if expect_violations { violations == 0 } else { violations > 0 };
     if expect_violations {
-        println!("negative control {}", if failed { "FAILED: nothing caught" } else { "ok: the split brain was caught" });
+        println!(
+            "negative control {}",
+            if failed { "FAILED: nothing caught" } else { "ok: the split brain was caught" }
+        );
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -74,12 +74,7 @@ async fn lease_worker(args: &WorkerArgs, log: &EventLog) {
         .expect("valid config");
     log.event(format_args!("start {}", client.holder_id()));
     let app = AppConnection::new(&args.app_conninfo);
-    let result = client
-        .run_elector(
-            |info| lead(info, &app, &args.client, log, true),
-            std::future::pending(),
-        )
-        .await;
+    let result = client.run_elector(|info| lead(info, &app, &args.client, log, true), std::future::pending()).await;
     log.event(format_args!("error {result:?}"));
 }
 
@@ -165,7 +160,8 @@ impl AppConnection {
             *slot = Some(c);
         }
         let c = slot.as_ref().unwrap();
-        let fence_sql = if fence { format!("SELECT lease_lock.lease_fence({token}, '{LEASE_NAME}');") } else { String::new() };
+        let fence_sql =
+            if fence { format!("SELECT lease_lock.lease_fence({token}, '{LEASE_NAME}');") } else { String::new() };
         let sql = format!(
             "BEGIN; {fence_sql} INSERT INTO history (client, token, seq) VALUES ('{client}', {token}, {seq}); COMMIT;"
         );
@@ -194,14 +190,20 @@ async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
     let duration = format!("{} milliseconds", LEASE_DURATION.as_millis());
     let mut conn: Option<tokio_postgres::Client> = None;
     let mut believed: Option<i64> = None;
-    let acquire_sql =
-        format!("SELECT acquired, fencing_token FROM lease_lock.lease_acquire('{holder}', '{duration}', '{LEASE_NAME}')");
+    let acquire_sql = format!(
+        "SELECT acquired, fencing_token FROM lease_lock.lease_acquire('{holder}', '{duration}', '{LEASE_NAME}')"
+    );
     // The writing task of the current belief; dropping it stops the writes.
     let mut _writer: Option<AbortOnDrop> = None;
     let app = Arc::new(app);
     loop {
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            conn = match tokio::time::timeout(Duration::from_millis(500), tokio_postgres::connect(&args.lease_conninfo, NoTls)).await {
+            conn = match tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio_postgres::connect(&args.lease_conninfo, NoTls),
+            )
+            .await
+            {
                 Ok(Ok((c, connection))) => {
                     tokio::spawn(connection);
                     Some(c)

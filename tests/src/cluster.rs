@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// A command run as the cluster's OS user.
@@ -80,11 +80,8 @@ impl TestCluster {
 
     /// Starts the server on its data directory with `settings` (`name=value`).
     pub fn start_server(&self, settings: &[&str]) {
-        let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
-            self.port,
-            self.dir.display()
-        );
+        let mut options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300", self.port, self.dir.display());
         for s in settings {
             options.push_str(&format!(" -c {s}"));
         }
@@ -221,24 +218,25 @@ impl Drop for TestDb<'_> {
 /// A temporary directory the cluster's OS user owns, with a short path (socket paths are limited
 /// to about 100 bytes).
 pub fn tempdir() -> PathBuf {
-    let template = std::ffi::CString::new("/tmp/llt.XXXXXX").unwrap();
-    let raw = template.into_raw();
-    let dir = unsafe {
-        let made = libc::mkdtemp(raw);
-        assert!(!made.is_null(), "mkdtemp failed");
-        std::ffi::CString::from_raw(raw)
-    };
-    let dir = PathBuf::from(dir.into_string().unwrap());
-    unsafe {
-        let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
-        libc::chmod(path.as_ptr(), 0o755);
-        if is_root() {
-            let pw = libc::getpwnam(c"postgres".as_ptr());
-            assert!(!pw.is_null(), "no postgres OS user");
-            libc::chown(path.as_ptr(), (*pw).pw_uid, (*pw).pw_gid);
-        }
+    use std::os::unix::fs::PermissionsExt;
+    // Kept: the cluster (or the test) removes it, after stopping the server that runs in it.
+    let dir = tempfile::Builder::new().prefix("llt.").tempdir_in("/tmp").expect("temporary directory").keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    if is_root() {
+        let (uid, gid) = postgres_ids();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown to the postgres user");
     }
     dir
+}
+
+/// The `postgres` OS user's uid and gid (`id`, rather than getpwnam through FFI).
+fn postgres_ids() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, "postgres"]).output().expect("id runs");
+        assert!(out.status.success(), "no postgres OS user");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("a numeric id")
+    };
+    (id("-u"), id("-g"))
 }
 
 /// The cluster shared by the tests of one test binary: the one named by `LEASE_LOCK_TEST_HOST`
@@ -246,9 +244,7 @@ pub fn tempdir() -> PathBuf {
 pub fn shared_cluster() -> &'static TestCluster {
     static SHARED: OnceLock<TestCluster> = OnceLock::new();
     SHARED.get_or_init(|| {
-        if let (Ok(host), Ok(port)) =
-            (std::env::var("LEASE_LOCK_TEST_HOST"), std::env::var("LEASE_LOCK_TEST_PORT"))
-        {
+        if let (Ok(host), Ok(port)) = (std::env::var("LEASE_LOCK_TEST_HOST"), std::env::var("LEASE_LOCK_TEST_PORT")) {
             return TestCluster::attach(&host, port.parse().expect("LEASE_LOCK_TEST_PORT"));
         }
         extern "C" fn stop_shared() {
@@ -260,6 +256,7 @@ pub fn shared_cluster() -> &'static TestCluster {
             }
         }
         // Statics are not dropped at exit; the test harness exits through exit(3).
+        // SAFETY: registers a plain `extern "C" fn()` that touches only Rust statics and std.
         unsafe { libc::atexit(stop_shared) };
         TestCluster::start(&[])
     })

@@ -34,7 +34,7 @@ impl PgBouncer {
             ),
         )
         .expect("ini");
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = rustix::process::geteuid().is_root();
         if root {
             // Written as root: let the postgres user read them.
             Command::new("chown").args(["-R", "postgres:", dir.to_str().unwrap()]).status().expect("chown");
@@ -63,7 +63,9 @@ impl PgBouncer {
 impl Drop for PgBouncer {
     fn drop(&mut self) {
         // runuser forwards the signal to pgbouncer.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -44,9 +44,8 @@ impl ReplicaSet {
         .await
         .expect("primary");
         // The link runs on this runtime; the blocking steps below must not hold its threads.
-        let link = Proxy::start(format!("127.0.0.1:{}", primary.port()).parse().unwrap())
-            .await
-            .expect("replication proxy");
+        let link =
+            Proxy::start(format!("127.0.0.1:{}", primary.port()).parse().unwrap()).await.expect("replication proxy");
         let source = format!("host=127.0.0.1 port={} user=postgres", link.port());
         let (primary, standby) = tokio::task::spawn_blocking(move || {
             let standby = TestCluster::create();

@@ -198,7 +198,8 @@ async fn blocked_renewal_is_reported_lost_before_the_database_expiry() {
     let lost_after = blocked_at.elapsed();
     assert!(matches!(reason, LossReason::RenewDeadline { .. }), "{reason:?}");
     // At the moment of the loss the database still counts the lease as held by us.
-    let still_held = db.psql("SELECT held, expires_at > clock_timestamp() FROM lease_lock.lease_status WHERE lease_name = 'l'");
+    let still_held =
+        db.psql("SELECT held, expires_at > clock_timestamp() FROM lease_lock.lease_status WHERE lease_name = 'l'");
     assert_eq!(still_held, "t|t", "loss must be reported before the database expiry");
     assert!(!lease.is_held());
     assert!(lost_after <= DEADLINE + REFRESH, "reported after {lost_after:?}");
@@ -217,7 +218,9 @@ async fn blocked_renewal_is_reported_lost_before_the_database_expiry() {
 }
 
 fn cpu_time() -> Duration {
+    // SAFETY: rusage is plain old data (all-zero is valid); getrusage fills it for this process.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid `who` and a valid out pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
@@ -237,13 +240,10 @@ async fn one_client_holds_a_hundred_leases_on_one_connection() {
     sleep(Duration::from_secs(3)).await;
     let (cpu, wall) = (cpu_time() - cpu_before, wall_before.elapsed());
     assert!(leases.iter().all(|l| l.is_held()));
-    let held = db.psql(&format!(
-        "SELECT count(*) FROM lease_lock.lease_status WHERE held AND holder = '{}'",
-        base.holder_id()
-    ));
+    let held = db
+        .psql(&format!("SELECT count(*) FROM lease_lock.lease_status WHERE held AND holder = '{}'", base.holder_id()));
     assert_eq!(held, "100");
-    let connections =
-        db.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'many8'");
+    let connections = db.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'many8'");
     assert_eq!(connections, "1", "all 100 leases share one connection");
     let renewals_per_s = 100.0 / REFRESH.as_secs_f64();
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
@@ -384,7 +384,9 @@ async fn elector_competes_again_after_a_loss() {
                     std::future::pending::<()>().await
                 }
             },
-            async { let _ = stop_rx.await; },
+            async {
+                let _ = stop_rx.await;
+            },
         )
         .await
     });
@@ -540,9 +542,8 @@ impl Drop for SilentServer {
 /// returns its output and how long it took.
 async fn timed<T>(what: &str, op: impl std::future::Future<Output = T>) -> (T, Duration) {
     let started = Instant::now();
-    let output = timeout(Duration::from_secs(60), op)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not return within 60 s"));
+    let output =
+        timeout(Duration::from_secs(60), op).await.unwrap_or_else(|_| panic!("{what} did not return within 60 s"));
     (output, started.elapsed())
 }
 
@@ -696,11 +697,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 impl Captured {
     fn start(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
         let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(captured.clone())
-            .with_max_level(level)
-            .with_ansi(false)
-            .finish();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(captured.clone()).with_max_level(level).with_ansi(false).finish();
         (captured.clone(), tracing::subscriber::set_default(subscriber))
     }
 

@@ -120,7 +120,10 @@ fn a_restored_tenure_belongs_to_the_role_of_the_same_name() {
     );
     assert_ne!(oids.0, oids.1, "the test needs different OIDs");
     assert_eq!(
-        target.psql("restored", "SELECT holder_role::text, fencing_token FROM lease_lock.lease_status WHERE lease_name = 'moved'"),
+        target.psql(
+            "restored",
+            "SELECT holder_role::text, fencing_token FROM lease_lock.lease_status WHERE lease_name = 'moved'"
+        ),
         "ll_restored_app|1"
     );
     target.psql(

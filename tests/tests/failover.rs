@@ -69,8 +69,10 @@ async fn sync_holder_keeps_its_lease_through_promotion() {
     let s = set.clone();
     blocking(move || {
         s.wait_for("the holder to renew on the new primary", Duration::from_secs(4), || {
-            s.standby.psql(&s.db, "SELECT holder, fencing_token, timeline FROM lease_lock.lease_status WHERE lease_name = 'f'")
-                == format!("{holder_id}|1|2")
+            s.standby.psql(
+                &s.db,
+                "SELECT holder, fencing_token, timeline FROM lease_lock.lease_status WHERE lease_name = 'f'",
+            ) == format!("{holder_id}|1|2")
         })
     })
     .await;
@@ -134,12 +136,12 @@ async fn async_replication_loses_renewals_but_never_makes_two_holders() {
     let set = std::sync::Arc::new(ReplicaSet::start(Replication::Async).await);
     let (lease_d, refresh) = (Duration::from_secs(2), Duration::from_millis(200));
     // The holder reaches the primary through a proxy of its own, so it can be cut off.
-    let holder_link = lease_lock_tests::proxy::Proxy::start(
-        format!("127.0.0.1:{}", set.primary.port()).parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let holder_conninfo = format!("host=127.0.0.1 port={} user=postgres dbname={} application_name=holder3", holder_link.port(), set.db);
+    let holder_link =
+        lease_lock_tests::proxy::Proxy::start(format!("127.0.0.1:{}", set.primary.port()).parse().unwrap())
+            .await
+            .unwrap();
+    let holder_conninfo =
+        format!("host=127.0.0.1 port={} user=postgres dbname={} application_name=holder3", holder_link.port(), set.db);
     let holder = client(&holder_conninfo, lease_d, refresh).acquire().await.unwrap();
     let states = record_states(&holder);
     sleep(refresh * 2).await;
@@ -239,7 +241,11 @@ async fn sync_tokens_never_go_backwards_across_promotion() {
     assert!(acknowledged.len() >= 5, "only {} tenures before the crash", acknowledged.len());
     let s = set.clone();
     blocking(move || s.standby.promote()).await;
-    let on_new_primary: i64 = set.standby.psql(&set.db, "SELECT fencing_token FROM lease_lock.lease_status WHERE lease_name = 'f'").parse().unwrap();
+    let on_new_primary: i64 = set
+        .standby
+        .psql(&set.db, "SELECT fencing_token FROM lease_lock.lease_status WHERE lease_name = 'f'")
+        .parse()
+        .unwrap();
     assert!(on_new_primary >= max_acknowledged, "{on_new_primary} < acknowledged {max_acknowledged}");
     let mut after = Vec::new();
     for (i, c) in clients.iter().enumerate() {
@@ -253,7 +259,10 @@ async fn sync_tokens_never_go_backwards_across_promotion() {
         assert!(token > max_acknowledged, "{after:?} vs acknowledged {max_acknowledged} of client {last_holder}");
     }
     assert!(after.windows(2).all(|w| w[0].1 < w[1].1), "{after:?}");
-    eprintln!("{} tenures before the crash, last acknowledged token {max_acknowledged}; after promotion: {after:?}", acknowledged.len());
+    eprintln!(
+        "{} tenures before the crash, last acknowledged token {max_acknowledged}; after promotion: {after:?}",
+        acknowledged.len()
+    );
 }
 
 // 5. Asynchronous replication loses a handover: H held token 1 (replicated), then, with
@@ -290,7 +299,10 @@ async fn async_lost_handover_never_makes_two_holders() {
     .await;
     let new_primary = &set.standby;
     assert_eq!(
-        new_primary.psql(&set.db, "SELECT holder, fencing_token, timeline FROM lease_lock.lease_status WHERE lease_name = 'handover'"),
+        new_primary.psql(
+            &set.db,
+            "SELECT holder, fencing_token, timeline FROM lease_lock.lease_status WHERE lease_name = 'handover'"
+        ),
         format!("{H}|1|1"),
         "the handover was lost with the old primary"
     );
@@ -323,7 +335,12 @@ async fn a_standby_is_not_connected_for_leases() {
     let on_standby = format!("host=127.0.0.1 port={} user=postgres dbname={}", set.standby.port(), set.db);
     let output = std::process::Command::new(format!("{}/psql", lease_lock_tests::cluster::PG_BIN))
         .args(["-X", "-q", "-d", &on_standby, "-v", "VERBOSITY=sqlstate"])
-        .args(["-c", "\\set VERBOSITY sqlstate", "-c", "SELECT * FROM lease_lock.lease_acquire(gen_random_uuid(), '1 s')"])
+        .args([
+            "-c",
+            "\\set VERBOSITY sqlstate",
+            "-c",
+            "SELECT * FROM lease_lock.lease_acquire(gen_random_uuid(), '1 s')",
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("25006"), "{output:?}");
