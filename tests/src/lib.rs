@@ -3,9 +3,11 @@
 //! - [`cluster`]: throwaway PostgreSQL clusters and fresh databases;
 //! - [`proxy`]: a loopback TCP proxy that delays, stalls or cuts links;
 //! - [`pgbouncer`]: a PgBouncer in front of a cluster;
-//! - [`replication`]: a primary with a streaming standby, for failover tests.
+//! - [`replication`]: a primary with a streaming standby, for failover tests;
+//! - [`leases`]: a short-lease client, recording a lease's states, waiting on conditions.
 
 pub mod cluster;
+pub mod leases;
 pub mod pgbouncer;
 pub mod proxy;
 pub mod replication;

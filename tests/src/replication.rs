@@ -7,8 +7,9 @@
 //! `synchronous_standby_names` of its own: once promoted, nothing would confirm its commits.
 
 use crate::cluster::{pg_command, run, TestCluster};
+use crate::leases::wait_until_blocking as wait_until;
 use crate::proxy::Proxy;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How the primary waits for the standby.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,13 +97,5 @@ impl ReplicaSet {
         self.wait_for("the standby to catch up", Duration::from_secs(10), || {
             self.standby.psql("postgres", &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'")) == "t"
         });
-    }
-}
-
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -5,6 +5,7 @@
 //! `lease_lock`; SQL here names them qualified.
 
 use lease_lock_client::{Error, Lease, LeaseClient, LeaseState, LossReason};
+use lease_lock_tests::leases::{short_lease_client, wait_until};
 use lease_lock_tests::proxy::Proxy;
 use lease_lock_tests::{init_tracing, shared_cluster, TestDb};
 use std::sync::{Arc, Mutex};
@@ -17,15 +18,17 @@ const DEADLINE: Duration = Duration::from_millis(1200);
 
 /// A client on `db` for `lease`, connecting with `application_name` = `app` (to find its backend).
 fn client(db: &TestDb, lease: &str, app: &str) -> LeaseClient {
-    LeaseClient::builder(&format!("{} application_name={app}", db.conninfo()))
-        .lease_name(lease)
-        .lease_duration(LEASE)
-        .refresh_interval(REFRESH)
+    short_lease_client(&format!("{} application_name={app}", db.conninfo()), lease, LEASE, REFRESH)
         .renew_deadline(DEADLINE)
         .call_timeout(Duration::from_millis(400))
-        .max_backoff(Duration::from_millis(300))
         .build()
         .expect("valid config")
+}
+
+/// Every state a lease goes through (without when).
+fn record_states(lease: &Lease) -> tokio::task::JoinHandle<Vec<LeaseState>> {
+    let recording = lease_lock_tests::leases::record_states(lease);
+    tokio::spawn(async move { recording.await.expect("recording task").into_iter().map(|(_, s)| s).collect() })
 }
 
 /// `(holder, fencing_token, held)` of a lease as the database sees it.
@@ -54,26 +57,6 @@ fn terminate(db: &TestDb, app: &str) -> bool {
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = '{app}' AND datname = current_database()) t"
     )) != "0"
-}
-
-async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Records every state a lease goes through.
-fn record_states(lease: &Lease) -> tokio::task::JoinHandle<Vec<LeaseState>> {
-    let mut rx = lease.subscribe();
-    tokio::spawn(async move {
-        let mut seen = vec![rx.borrow().clone()];
-        while rx.changed().await.is_ok() {
-            seen.push(rx.borrow().clone());
-        }
-        seen
-    })
 }
 
 // 1. A standby takes over after the holder releases, woken by the notification (well within

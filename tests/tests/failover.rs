@@ -2,8 +2,9 @@
 //! promoted (`pg_ctl promote`). Clients use a multi-host connection string with
 //! `target_session_attrs=read-write`, so they follow whichever server accepts writes.
 
-use lease_lock_client::{Lease, LeaseClient, LeaseState, LossReason};
+use lease_lock_client::{LeaseClient, LeaseState, LossReason};
 use lease_lock_tests::init_tracing;
+use lease_lock_tests::leases::{record_states, short_lease_client};
 use lease_lock_tests::replication::{ReplicaSet, Replication};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::time::{sleep, timeout};
@@ -12,26 +13,10 @@ use tokio::time::{sleep, timeout};
 const TIMELINE_2_FLOOR: i64 = 1 << 40;
 
 fn client(conninfo: &str, lease: Duration, refresh: Duration) -> LeaseClient {
-    LeaseClient::builder(conninfo)
-        .lease_name("f")
-        .lease_duration(lease)
-        .refresh_interval(refresh)
+    short_lease_client(conninfo, "f", lease, refresh)
         .call_timeout(Duration::from_millis(500))
-        .max_backoff(Duration::from_millis(300))
         .build()
         .expect("valid config")
-}
-
-/// Every state a lease goes through, with when it was seen.
-fn record_states(lease: &Lease) -> tokio::task::JoinHandle<Vec<(Instant, LeaseState)>> {
-    let mut rx = lease.subscribe();
-    tokio::spawn(async move {
-        let mut seen = vec![(Instant::now(), rx.borrow().clone())];
-        while rx.changed().await.is_ok() {
-            seen.push((Instant::now(), rx.borrow().clone()));
-        }
-        seen
-    })
 }
 
 /// `holder|fencing_token|held|timeline` of lease `f` on a server.
