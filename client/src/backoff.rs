@@ -1,5 +1,10 @@
-//! Capped exponential back-off with full jitter, and jittered sleeps, so that many clients that
-//! lost the same server do not come back in lockstep.
+//! Capped exponential back-off with "equal jitter" (a random wait in the upper half of the
+//! current step), and jittered sleeps, so that many clients that lost the same server do not
+//! come back in lockstep.
+//!
+//! Hand-written rather than a crate (`backoff`, `backon`): it is twenty lines, the renewal task
+//! needs to reset it on success and to cap it by its own deadline, and the crates' retry loops
+//! own the future they retry, which the renewal task's `select!` must not give up.
 
 use rand::Rng;
 use std::time::Duration;
