@@ -285,7 +285,7 @@ run_mode() {
     local blocker old_expires t_block
     t_block=$EPOCHREALTIME
     PGAPPNAME=ll_blocker psql -X -q -d "$db" -c "BEGIN;
-        SELECT 1 FROM public.leases WHERE lease_name = '$LEASE_NAME' FOR SHARE;
+        SELECT 1 FROM lease_lock.leases WHERE lease_name = '$LEASE_NAME' FOR SHARE;
         SELECT pg_sleep(3); COMMIT" >/dev/null 2>&1 &
     blocker=$!
     for ((n = 0; n < 100; n++)); do
