@@ -60,18 +60,77 @@ impl Drop for AsOwner {
 ///
 /// Like [`LockWaitBound`], this sets the planner's variables directly and restores them on
 /// drop, without GUC save/restore.
+///
+/// The cost settings a role or database can change (`ALTER ROLE ... SET random_page_cost`) are
+/// put at PostgreSQL's defaults too: a huge `random_page_cost` would otherwise outweigh the
+/// penalty of a disabled scan, and the plan made then would stay cached. `plan_cache_mode` is
+/// forced to generic plans, which the statements are prepared for.
 pub struct IndexPlans {
-    saved: [bool; 3],
+    saved: PlannerSettings,
+}
+
+#[derive(Clone, Copy)]
+struct PlannerSettings {
+    enable: [bool; 3],
+    costs: [f64; 5],
+    effective_cache_size: i32,
+    plan_cache_mode: i32,
+}
+
+impl PlannerSettings {
+    /// PostgreSQL's defaults, with sequential and bitmap scans off.
+    const FOR_LEASES: PlannerSettings = PlannerSettings {
+        enable: [false, false, true],
+        costs: [1.0, 4.0, 0.01, 0.005, 0.0025],
+        effective_cache_size: 524_288, // 4 GB in 8 kB pages
+        plan_cache_mode: pg_sys::PlanCacheMode::PLAN_CACHE_MODE_FORCE_GENERIC_PLAN as i32,
+    };
+
+    /// # Safety
+    /// Backend-local globals; call only in a backend.
+    unsafe fn read() -> PlannerSettings {
+        // SAFETY: plain reads of the planner's variables (the caller's contract).
+        unsafe {
+            PlannerSettings {
+                enable: [pg_sys::enable_seqscan, pg_sys::enable_bitmapscan, pg_sys::enable_indexscan],
+                costs: [
+                    pg_sys::seq_page_cost,
+                    pg_sys::random_page_cost,
+                    pg_sys::cpu_tuple_cost,
+                    pg_sys::cpu_index_tuple_cost,
+                    pg_sys::cpu_operator_cost,
+                ],
+                effective_cache_size: pg_sys::effective_cache_size,
+                plan_cache_mode: pg_sys::plan_cache_mode,
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`PlannerSettings::read`].
+    unsafe fn write(self) {
+        // SAFETY: plain writes of the planner's variables (the caller's contract).
+        unsafe {
+            [pg_sys::enable_seqscan, pg_sys::enable_bitmapscan, pg_sys::enable_indexscan] = self.enable;
+            [
+                pg_sys::seq_page_cost,
+                pg_sys::random_page_cost,
+                pg_sys::cpu_tuple_cost,
+                pg_sys::cpu_index_tuple_cost,
+                pg_sys::cpu_operator_cost,
+            ] = self.costs;
+            pg_sys::effective_cache_size = self.effective_cache_size;
+            pg_sys::plan_cache_mode = self.plan_cache_mode;
+        }
+    }
 }
 
 impl IndexPlans {
     pub fn enter() -> IndexPlans {
         // SAFETY: backends are single-threaded; these are the variables the planner reads.
         unsafe {
-            let saved = [pg_sys::enable_seqscan, pg_sys::enable_bitmapscan, pg_sys::enable_indexscan];
-            pg_sys::enable_seqscan = false;
-            pg_sys::enable_bitmapscan = false;
-            pg_sys::enable_indexscan = true;
+            let saved = PlannerSettings::read();
+            PlannerSettings::FOR_LEASES.write();
             IndexPlans { saved }
         }
     }
@@ -79,13 +138,8 @@ impl IndexPlans {
 
 impl Drop for IndexPlans {
     fn drop(&mut self) {
-        let [seqscan, bitmapscan, indexscan] = self.saved;
         // SAFETY: puts back what `enter` read.
-        unsafe {
-            pg_sys::enable_seqscan = seqscan;
-            pg_sys::enable_bitmapscan = bitmapscan;
-            pg_sys::enable_indexscan = indexscan;
-        }
+        unsafe { self.saved.write() }
     }
 }
 
@@ -121,6 +175,63 @@ impl Drop for LockWaitBound {
         if let Some(session) = self.saved {
             // SAFETY: puts back what `enter` read.
             unsafe { pg_sys::LockTimeout = session };
+        }
+    }
+}
+
+/// An internal subtransaction around the taking of a new tenure, so that a caller that locked a
+/// lease row and then finds it taken after all gives the lock back at once instead of keeping it
+/// until its transaction ends (a refused caller must never hold a lock the holder's renewal waits
+/// on). Rolled back unless [`SubTransaction::commit`] is called; while an ERROR unwinds it does
+/// nothing, because the ERROR aborts the enclosing transaction and this subtransaction with it.
+///
+/// As PL/pgSQL does for an exception block: the caller's memory context is kept, and the
+/// resource owner is put back when the subtransaction ends.
+pub struct SubTransaction {
+    owner: pg_sys::ResourceOwner,
+    context: pg_sys::MemoryContext,
+    open: bool,
+}
+
+impl SubTransaction {
+    pub fn begin() -> SubTransaction {
+        // SAFETY: inside a transaction; the saved context and owner outlive the subtransaction.
+        unsafe {
+            let (owner, context) = (pg_sys::CurrentResourceOwner, pg_sys::CurrentMemoryContext);
+            pg_sys::BeginInternalSubTransaction(std::ptr::null());
+            pg_sys::MemoryContextSwitchTo(context);
+            SubTransaction { owner, context, open: true }
+        }
+    }
+
+    pub fn commit(mut self) {
+        // SAFETY: ends the subtransaction `begin` started, restoring what it saved.
+        unsafe {
+            pg_sys::ReleaseCurrentSubTransaction();
+            self.restore();
+        }
+    }
+
+    /// # Safety
+    /// Only right after the subtransaction ended.
+    unsafe fn restore(&mut self) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            pg_sys::MemoryContextSwitchTo(self.context);
+            pg_sys::CurrentResourceOwner = self.owner;
+        }
+        self.open = false;
+    }
+}
+
+impl Drop for SubTransaction {
+    fn drop(&mut self) {
+        if self.open && !std::thread::panicking() {
+            // SAFETY: rolls back the subtransaction `begin` started (its row locks go with it).
+            unsafe {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                self.restore();
+            }
         }
     }
 }

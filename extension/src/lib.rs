@@ -57,7 +57,23 @@ BEGIN
         RAISE EXCEPTION 'schema "lease_lock" is not owned by a superuser'
             USING ERRCODE = '42501',
                   DETAIL = 'Its owner could replace what the lease functions use, with their rights.',
-                  HINT = 'Drop the schema or make a superuser its owner, then CREATE EXTENSION lease_lock.';
+                  HINT = 'DROP SCHEMA lease_lock CASCADE (after checking what is in it), then CREATE EXTENSION lease_lock: it creates the schema itself.';
+    END IF;
+    -- An existing schema must also be empty: objects someone else put there (say an overload
+    -- lease_lock.lease_fence(integer, text), which an integer literal would pick over the real
+    -- one) would sit next to the extension's and be called by its users.
+    IF EXISTS (
+        SELECT FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n
+            ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+           AND d.refobjid OPERATOR(pg_catalog.=) n.oid
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'lease_lock'
+          -- the extension being created depends on its schema too
+          AND d.classid OPERATOR(pg_catalog.<>) 'pg_catalog.pg_extension'::pg_catalog.regclass)
+    THEN
+        RAISE EXCEPTION 'schema "lease_lock" already contains objects'
+            USING ERRCODE = '42501',
+                  DETAIL = 'Whoever created them could have them called instead of the extension''s functions.',
+                  HINT = 'DROP SCHEMA lease_lock CASCADE (after checking what is in it), then CREATE EXTENSION lease_lock: it creates the schema itself.';
     END IF;
     IF EXISTS (
         SELECT FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
@@ -68,7 +84,7 @@ BEGIN
     THEN
         RAISE EXCEPTION 'a role other than a superuser may create objects in schema "lease_lock"'
             USING ERRCODE = '42501',
-                  HINT = 'REVOKE CREATE ON SCHEMA lease_lock from every role but superusers.';
+                  HINT = 'DROP SCHEMA lease_lock, then CREATE EXTENSION lease_lock: it creates the schema itself.';
     END IF;
 END
 $check$;
@@ -98,25 +114,9 @@ CREATE TABLE lease_lock.leases (
 ) WITH (fillfactor = 50);  -- room on the page keeps every renewal a HOT update
 COMMENT ON TABLE lease_lock.leases IS 'lease_lock: one row per lease name; write it only through the lease_* functions';
 
--- How many lease names exist, for lease_lock.max_lease_names. One row, created by the first
--- lease_acquire of a new name (so that pg_dump's copy of it restores without a conflict).
-CREATE TABLE lease_lock.lease_count (
-    singleton boolean PRIMARY KEY,
-    names     bigint  NOT NULL
-);
-COMMENT ON TABLE lease_lock.lease_count IS 'lease_lock: the number of lease names, kept by lease_acquire';
-
 -- Keep the rows (and so the token history) in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('lease_lock.leases', '');
-SELECT pg_catalog.pg_extension_config_dump('lease_lock.lease_count', '');
 
--- Ordinary roles get no access to the tables: they use the functions.
-REVOKE ALL ON lease_lock.leases, lease_lock.lease_count FROM PUBLIC;
--- pg_dump reads the tables' rows (config tables): let the database owner, who usually runs
--- backups, read them. Nothing there is secret: lease_status shows the same to everyone.
-GRANT SELECT ON lease_lock.leases, lease_lock.lease_count TO pg_database_owner;
--- Callers reach the functions and the view through the schema; EXECUTE stays granted per role.
-GRANT USAGE ON SCHEMA lease_lock TO PUBLIC;
 "#,
     name = "lease_table",
     bootstrap
@@ -158,17 +158,13 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'lease_evict';
 COMMENT ON FUNCTION lease_lock.lease_evict(text) IS
     'Administrators: end the current tenure whoever holds it and NOTIFY lease_lock_released';
 
--- Using leases is a privilege the administrator grants (see README, "Privileges"): a role that
--- can call lease_acquire can take any free lease name.
-REVOKE EXECUTE ON FUNCTION
-    lease_lock.lease_acquire(uuid, interval, text), lease_lock.lease_refresh(uuid, interval, text),
-    lease_lock.lease_release(uuid, text), lease_lock.lease_fence(bigint, text),
-    lease_lock.lease_evict(text)
-FROM PUBLIC;
 
+-- A holder id is shown only to roles that are members of the tenure's role (and superusers):
+-- another role that knew it could take a free lease under it, and the rightful holder would then
+-- be refused with 42501.
 CREATE VIEW lease_lock.lease_status AS
 SELECT lease_name,
-       holder,
+       CASE WHEN pg_catalog.pg_has_role(holder_role::pg_catalog.oid, 'MEMBER') THEN holder END AS holder,
        fencing_token,
        expires_at,
        holder IS NOT NULL AND expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() AS held,
@@ -178,8 +174,46 @@ SELECT lease_name,
        timeline
 FROM lease_lock.leases;
 COMMENT ON VIEW lease_lock.lease_status IS 'lease_lock: every lease, its holder and whether it is held now';
--- Read-only and shows nothing secret (holder ids cannot be used by other roles), so everyone
--- may watch, like pg_locks.
+
+-- Privileges. First take back everything anyone was granted on the new objects (default
+-- privileges of the installing role, ALTER DEFAULT PRIVILEGES ... GRANT ALL ON TABLES TO x,
+-- would otherwise give some role the tables, where a trigger of its own would run as the
+-- functions' owner), then grant exactly what is meant.
+DO $revoke$
+DECLARE
+    o record;
+BEGIN
+    FOR o IN
+        SELECT pg_catalog.format('TABLE %s', c.oid::pg_catalog.regclass) AS object,
+               a.grantee
+        FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+        WHERE c.relnamespace OPERATOR(pg_catalog.=) 'lease_lock'::pg_catalog.regnamespace
+          AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+        UNION
+        SELECT pg_catalog.format('FUNCTION %s', p.oid::pg_catalog.regprocedure), a.grantee
+        FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.pronamespace OPERATOR(pg_catalog.=) 'lease_lock'::pg_catalog.regnamespace
+          AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+    LOOP
+        IF o.grantee OPERATOR(pg_catalog.=) 0 THEN
+            EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', o.object);
+        ELSE
+            EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', o.object, o.grantee::pg_catalog.regrole);
+        END IF;
+    END LOOP;
+    -- Functions are executable by PUBLIC by default (not an ACL entry until changed).
+    REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA lease_lock FROM PUBLIC;
+END
+$revoke$;
+
+-- Using leases is a privilege the administrator grants (see README, "Privileges"): a role that
+-- can call lease_acquire can take any free lease name. lease_evict is granted to nobody.
+-- pg_dump reads the tables' rows (config tables): the database owner, who usually runs backups,
+-- may read them (holder ids in them are shown to their own role only elsewhere).
+GRANT SELECT ON lease_lock.leases TO pg_database_owner;
+-- Callers reach the functions and the view through the schema.
+GRANT USAGE ON SCHEMA lease_lock TO PUBLIC;
+-- Everyone may watch, like pg_locks; holder ids show only to their own role (see the view).
 GRANT SELECT ON lease_lock.lease_status TO PUBLIC;
 "#,
     name = "lease_functions",

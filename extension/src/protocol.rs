@@ -26,8 +26,11 @@
 //!   tenure of it the new primary knows of, or than the caller asks for;
 //! - only `lease_refresh` continues a tenure from another timeline, because only a holder that
 //!   still believes it holds it calls it (`lease_acquire` says the caller does not know, and may
-//!   come from a holder that released the lease on the lost timeline); its holder's
-//!   `lease_release` ends it but keeps the hold until `P + D`;
+//!   come from a holder that released the lease on the lost timeline), and only if the row's
+//!   replicated expiry is after `P`: a tenure that had run out before the promotion, as far as
+//!   the new primary knows, may have been followed by another holder's lost tenure, so its
+//!   holder (which should have stopped refreshing) waits out the hold like everyone else. Its
+//!   holder's `lease_release` ends it but keeps the hold until `P + D`;
 //! - none of this writes anything: a caller that is refused leaves no row lock behind, so it
 //!   never delays the holder's renewal;
 //! - new tenures on timeline `T` get tokens of at least `(T - 1) << 40`, above every token an
@@ -38,8 +41,8 @@
 //! restored from another cluster) it is the server's start time.
 
 use crate::error::{LeaseError, SqlState};
-use crate::guard::MAX_LEASE_NAMES;
-use crate::spi::{Created, FenceRow, LeaseRow, Snapshot, SpiSession, Stmt, Tenure};
+use crate::guard::{SubTransaction, MAX_LEASE_NAMES};
+use crate::spi::{self, FenceRow, LeaseRow, Snapshot, SpiSession, Stmt, Tenure};
 use pgrx::pg_sys::{self, Datum, Oid, TimestampTz};
 use std::cell::Cell;
 
@@ -120,7 +123,7 @@ fn timeline_start(timeline: i32) -> TimestampTz {
 
 impl LeaseCall<'_> {
     /// Parameters of the tenure statements (see `spi.rs`).
-    fn tenure_args(&self, holder: &Holder, duration_us: i64) -> [Datum; 8] {
+    fn tenure_args(&self, holder: &Holder, duration_us: i64) -> [Datum; 9] {
         // New tenures on timeline T start at (T - 1) << 40: see the module docs.
         let token_floor = i64::from(self.timeline - 1) << 40;
         [
@@ -132,6 +135,7 @@ impl LeaseCall<'_> {
             Datum::from(self.timeline),
             Datum::from(duration_us),
             Datum::from(token_floor),
+            Datum::from(timeline_start(self.timeline)),
         ]
     }
 
@@ -170,13 +174,17 @@ impl LeaseCall<'_> {
         };
         // Free, expired or released. Lock it without waiting: a lock held by someone else means
         // a fenced transaction of the last tenure is still open (no new tenure may start before
-        // it ends) or another caller is taking the lease right now.
+        // it ends) or another caller is taking the lease right now. In a subtransaction, so that
+        // the lock goes away again if the row turns out taken after all (between our read and our
+        // lock): a refused caller keeps no lock. Only new tenures pay for it, never renewals.
+        let taking = SubTransaction::begin();
         let Some(row) = self.spi.run(Stmt::LockForTenure, &[self.name.datum])? else {
             return Ok(Grant::refused(Some(state.expires_at)));
         };
         let locked = LeaseRow::read(&row)?;
         if let Some(until) = self.busy_until(Some(&locked), duration_us) {
-            // Taken between our read and our lock.
+            // Taken between our read and our lock: give the lock back.
+            drop(taking);
             self.refuse_other_role(holder, &locked)?;
             return Ok(Grant::refused(Some(until)));
         }
@@ -184,7 +192,13 @@ impl LeaseCall<'_> {
             .spi
             .run(Stmt::Take, &args)?
             .ok_or_else(|| LeaseError::new(SqlState::DATA_CORRUPTED, "lease_lock: the locked lease row vanished"))?;
-        Ok(Grant::held(Tenure::read(&row)?))
+        let tenure = Tenure::read(&row)?;
+        taking.commit();
+        Ok(Grant::held(tenure))
+    }
+
+    fn count(&self, stmt: Stmt) -> Result<i64, LeaseError> {
+        Ok(self.spi.run(stmt, &[])?.as_ref().map(spi::count).transpose()?.unwrap_or(0))
     }
 
     /// The first tenure of a lease name; the name counts against `lease_lock.max_lease_names`.
@@ -194,20 +208,26 @@ impl LeaseCall<'_> {
             let state = self.inspect(Snapshot::Transaction)?;
             return Ok(Grant::refused(state.map(|s| s.expires_at)));
         };
-        let created = Created::read(&row)?;
+        let tenure = Tenure::read(&row)?;
         let limit = i64::from(MAX_LEASE_NAMES.get());
-        if limit > 0 && created.names > limit {
-            // Raising aborts the caller's transaction, and with it this row and the count.
-            return Err(LeaseError::new(
-                SqlState::CONFIGURATION_LIMIT_EXCEEDED,
-                format!(
-                    "too many lease names: lease \"{}\" would be name {} of at most {limit}",
-                    self.name.text, created.names
-                ),
-            )
-            .hint("Reuse lease names, or ask an administrator to raise lease_lock.max_lease_names."));
+        if limit > 0 && self.count(Stmt::CountNames)? >= limit / 2 {
+            // Near the bound (as far as the statistics say, which lag by seconds and can count
+            // twice what an ANALYZE already saw): count exactly before refusing anyone. Far from
+            // it a new name costs no count at all.
+            let names = self.count(Stmt::CountNamesExactly)?;
+            if names > limit {
+                // Raising aborts the caller's transaction, and with it this row.
+                return Err(LeaseError::new(
+                    SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+                    format!(
+                        "too many lease names: lease \"{}\" would be name {names} of at most {limit}",
+                        self.name.text
+                    ),
+                )
+                .hint("Reuse lease names, or ask an administrator to raise lease_lock.max_lease_names."));
+            }
         }
-        Ok(Grant::held(created.tenure))
+        Ok(Grant::held(tenure))
     }
 
     /// `lease_refresh`: extend the caller's tenure; never start a new one.

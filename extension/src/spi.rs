@@ -1,7 +1,7 @@
 //! The lease table's queries, prepared once per backend and kept for reuse, and their typed rows.
 //!
 //! What the query texts may resolve by name, and why that is safe (see `docs/security.md`):
-//! - the tables are `lease_lock.leases` and `lease_lock.lease_count`, in the schema the control
+//! - the table is `lease_lock.leases`, in the schema the control
 //!   file pins, which `CREATE EXTENSION` refuses unless a superuser owns it and which
 //!   [`SpiSession::connect`] checks again at every call. PostgreSQL re-analyses a cached plan's
 //!   text when the plan is invalidated, so a name is looked up again then: only a superuser can
@@ -40,9 +40,13 @@ pub enum Stmt {
     /// Start a new tenure on a row locked by [`Stmt::LockForTenure`]. [`TenureArgs`] ->
     /// [`Tenure`].
     Take,
-    /// Create the row of a lease name never used before and count it. [`TenureArgs`] ->
-    /// `(fencing_token, expires_at, names)`; no row when another caller created it first.
+    /// Create the row of a lease name never used before. [`TenureArgs`] -> [`Tenure`]; no row
+    /// when another caller created it first.
     Create,
+    /// How many lease names there are, roughly (see its SQL). -> `count`.
+    CountNames,
+    /// How many lease names this transaction sees: an index-only scan of all of them. -> `count`.
+    CountNamesExactly,
     /// End the caller's own tenure. `$1 name, $2 holder, $3 role, $4 now, $5 timeline` ->
     /// `fencing_token`.
     Release,
@@ -67,8 +71,8 @@ const VOID: Oid = pg_sys::VOIDOID;
 
 /// Parameters of [`Stmt::RenewHeld`], [`Stmt::Renew`], [`Stmt::Take`] and [`Stmt::Create`]:
 /// `$1 name, $2 holder, $3 role, $4 now, $5 expires_at, $6 timeline, $7 duration (µs),
-/// $8 token floor`.
-const TENURE_ARGS: &[Oid] = &[TEXT, UUID, ROLE, TSTZ, TSTZ, INT4, INT8, INT8];
+/// $8 token floor, $9 start of the current timeline`.
+const TENURE_ARGS: &[Oid] = &[TEXT, UUID, ROLE, TSTZ, TSTZ, INT4, INT8, INT8, TSTZ];
 /// Result of the tenure statements: `fencing_token, expires_at`.
 const TENURE_COLS: &[Oid] = &[INT8, TSTZ];
 /// Result of [`Stmt::Inspect`] and [`Stmt::LockForTenure`].
@@ -79,6 +83,7 @@ impl Stmt {
     fn arg_types(self) -> &'static [Oid] {
         match self {
             Stmt::RenewHeld | Stmt::Renew | Stmt::Take | Stmt::Create => TENURE_ARGS,
+            Stmt::CountNames | Stmt::CountNamesExactly => &[],
             Stmt::Release => &[TEXT, UUID, ROLE, TSTZ, INT4],
             Stmt::Evict => &[TEXT, TSTZ, INT4],
             Stmt::Inspect | Stmt::LockForTenure | Stmt::Fence | Stmt::Notify => &[TEXT],
@@ -88,8 +93,8 @@ impl Stmt {
     /// The types of the result columns, checked on every row.
     fn column_types(self) -> &'static [Oid] {
         match self {
-            Stmt::RenewHeld | Stmt::Renew | Stmt::Take => TENURE_COLS,
-            Stmt::Create => &[INT8, TSTZ, INT8],
+            Stmt::RenewHeld | Stmt::Renew | Stmt::Take | Stmt::Create => TENURE_COLS,
+            Stmt::CountNames | Stmt::CountNamesExactly => &[INT8],
             Stmt::Inspect | Stmt::LockForTenure => LEASE_ROW_COLS,
             Stmt::Release | Stmt::Evict => &[INT8],
             Stmt::Fence => &[INT8, UUID, ROLE, TSTZ],
@@ -113,7 +118,8 @@ impl Stmt {
             Stmt::Renew => format!(
                 "UPDATE {T} SET renewed_at = $4, expires_at = $5, timeline = $6, {LONGEST} \
                  WHERE {NAME_IS} AND {MINE} \
-                 AND (expires_at OPERATOR(pg_catalog.>) $4 OR timeline OPERATOR(pg_catalog.<>) $6) \
+                 AND (expires_at OPERATOR(pg_catalog.>) $4 \
+                      OR (timeline OPERATOR(pg_catalog.<>) $6 AND expires_at OPERATOR(pg_catalog.>) $9)) \
                  RETURNING fencing_token, expires_at"
             ),
             Stmt::Inspect => format!("SELECT {LEASE_ROW} FROM {T} WHERE {NAME_IS}"),
@@ -127,21 +133,22 @@ impl Stmt {
             ),
             // No conflict target: both unique indexes (the name, and name with token) are
             // arbiters, so a concurrent first acquire of the same name makes this one insert
-            // nothing instead of failing with 23505. The counter row is created on first use, so
-            // that pg_dump's copy of it restores into a fresh install without a conflict.
+            // nothing instead of failing with 23505.
             Stmt::Create => format!(
-                "WITH created AS (\
-                   INSERT INTO {T} (lease_name, fencing_token, holder, holder_role, acquired_at, \
-                     renewed_at, expires_at, timeline, max_duration_us) \
-                   VALUES ($1, GREATEST(1, $8), $2, $3, $4, $4, $5, $6, $7) \
-                   ON CONFLICT DO NOTHING RETURNING fencing_token, expires_at), \
-                 counted AS (\
-                   INSERT INTO lease_lock.lease_count AS c (singleton, names) \
-                   SELECT true, 1 FROM created \
-                   ON CONFLICT (singleton) DO UPDATE SET names = c.names OPERATOR(pg_catalog.+) 1 \
-                   RETURNING names) \
-                 SELECT created.fencing_token, created.expires_at, counted.names FROM created, counted"
+                "INSERT INTO {T} (lease_name, fencing_token, holder, holder_role, acquired_at, \
+                   renewed_at, expires_at, timeline, max_duration_us) \
+                 VALUES ($1, GREATEST(1, $8), $2, $3, $4, $4, $5, $6, $7) \
+                 ON CONFLICT DO NOTHING RETURNING fencing_token, expires_at"
             ),
+            // The lease table's live rows as the cumulative statistics count them (current to
+            // within seconds; this backend's snapshot of them is cached for its transaction),
+            // plus the rows this backend inserted and has not reported yet. No lock and no
+            // write: an estimate, to tell whether an exact count is worth it.
+            Stmt::CountNamesExactly => format!("SELECT pg_catalog.count(*) FROM {T}"),
+            Stmt::CountNames => "SELECT pg_catalog.pg_stat_get_live_tuples('lease_lock.leases'::pg_catalog.regclass) \
+                 OPERATOR(pg_catalog.+) \
+                 pg_catalog.pg_stat_get_xact_tuples_inserted('lease_lock.leases'::pg_catalog.regclass)"
+                .to_string(),
             Stmt::Release => format!(
                 "UPDATE {T} SET holder = NULL, holder_role = NULL, expires_at = $4 \
                  WHERE {NAME_IS} AND {MINE} \
@@ -380,16 +387,9 @@ impl Tenure {
     }
 }
 
-/// [`Stmt::Create`]'s result: the new tenure and how many lease names exist now.
-pub struct Created {
-    pub tenure: Tenure,
-    pub names: i64,
-}
-
-impl Created {
-    pub fn read(row: &Row) -> Result<Created, LeaseError> {
-        Ok(Created { tenure: Tenure::read(row)?, names: Row::not_null(row.i64(2), "names")? })
-    }
+/// [`Stmt::CountNames`]'s row.
+pub fn count(row: &Row) -> Result<i64, LeaseError> {
+    Row::not_null(row.i64(0), "count")
 }
 
 /// A lease row as [`Stmt::Inspect`] and [`Stmt::LockForTenure`] read it.

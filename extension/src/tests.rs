@@ -76,7 +76,7 @@ mod tests {
     /// history file, so the failover hold counts from the server's start (protocol.rs).
     fn from_older_timeline(name: &str) {
         Spi::run(&format!(
-            "UPDATE lease_lock.leases SET timeline = timeline - 1, expires_at = clock_timestamp() - interval '1 s',
+            "UPDATE lease_lock.leases SET timeline = timeline - 1, expires_at = clock_timestamp() - interval '10 ms',
                  renewed_at = clock_timestamp() - interval '1.3 s' WHERE lease_name = '{name}'"
         ))
         .expect("rewrite row");
@@ -105,6 +105,21 @@ mod tests {
         assert_eq!(timeline, Ok(Some(true)));
         // Back on this timeline, acquire renews it as usual.
         assert_eq!(acquire(A, "1 hour", name).1, Some(1));
+    }
+
+    #[pg_test]
+    fn after_a_failover_refresh_does_not_revive_a_tenure_that_ended_before_the_promotion() {
+        // As far as the new primary knows, the tenure had run out before the promotion (here:
+        // the server's start): someone else may have taken the lease on the lost timeline.
+        let name = "after_a_failover_refresh_does_not_revive";
+        assert_eq!(acquire(A, "1 hour", name).1, Some(1));
+        Spi::run(&format!(
+            "UPDATE lease_lock.leases SET timeline = timeline - 1,
+                 expires_at = pg_postmaster_start_time() - interval '1 s' WHERE lease_name = '{name}'"
+        ))
+        .expect("rewrite row");
+        assert!(!refresh(A, "1 hour", name).0);
+        assert_eq!(acquire(B, "1 hour", name), (false, None, Some(true)));
     }
 
     #[pg_test]

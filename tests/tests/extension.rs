@@ -46,7 +46,7 @@ async fn sessions_racing_on_new_names_get_one_winner_and_no_error() {
         }
         assert_eq!(winners, 1, "round {round}");
     }
-    assert_eq!(db.psql("SELECT names FROM lease_lock.lease_count"), ROUNDS.to_string());
+    assert_eq!(db.psql("SELECT count(*) FROM lease_lock.leases"), ROUNDS.to_string());
 }
 
 /// `pg_dump` as the database owner (not a superuser), the role that usually runs backups: it
@@ -138,4 +138,81 @@ fn a_restored_tenure_belongs_to_the_role_of_the_same_name() {
         "t|1",
         "the holder keeps its tenure under its role"
     );
+}
+
+/// A refused `lease_acquire` inside an open transaction holds no lock on the lease row, even
+/// when it lost the race for a free lease between its read and its lock (the old code kept the
+/// `FOR UPDATE` lock it had taken, and the holder's renewals then failed with 55P03 behind it).
+/// Holders take, renew and release the lease in a loop while other sessions try to take it
+/// inside transactions. A refused try that was given a transaction id took a row lock on the
+/// way (the race): that session then keeps its transaction open for longer than
+/// `lease_lock.lock_timeout`, and the holders' renewals must not fail meanwhile. Bounded: 8 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_acquire_keeps_no_lock_even_when_it_lost_a_race() {
+    let db = shared_cluster().fresh_database();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let client = db.connect().await;
+        holders.push(tokio::spawn(async move {
+            let holder = Uuid::new_v4();
+            let mut renewals = 0u64;
+            while std::time::Instant::now() < deadline {
+                let row = client
+                    .query_one("SELECT acquired FROM lease_lock.lease_acquire($1, '10 s', 'contested')", &[&holder])
+                    .await
+                    .expect("holder's acquire");
+                if row.get::<_, bool>(0) {
+                    client
+                        .query_one("SELECT acquired FROM lease_lock.lease_refresh($1, '10 s', 'contested')", &[&holder])
+                        .await
+                        .expect("the holder's renewal never waits on a refused caller");
+                    renewals += 1;
+                    client
+                        .execute("SELECT lease_lock.lease_release($1, 'contested')", &[&holder])
+                        .await
+                        .expect("release");
+                }
+            }
+            renewals
+        }));
+    }
+    let mut contenders = Vec::new();
+    for _ in 0..2 {
+        let client = db.connect().await;
+        contenders.push(tokio::spawn(async move {
+            let holder = Uuid::new_v4();
+            let mut raced = 0u64;
+            while std::time::Instant::now() < deadline {
+                client.batch_execute("BEGIN").await.expect("begin");
+                let row = client
+                    .query_one(
+                        "SELECT acquired, txid_current_if_assigned() IS NOT NULL \
+                         FROM lease_lock.lease_acquire($1, '10 s', 'contested')",
+                        &[&holder],
+                    )
+                    .await
+                    .expect("contender's acquire");
+                let (acquired, has_xid): (bool, bool) = (row.get(0), row.get(1));
+                if !acquired && has_xid {
+                    raced += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                }
+                client.batch_execute("ROLLBACK").await.expect("rollback");
+            }
+            raced
+        }));
+    }
+    let renewals: u64 = futures_sum(holders).await;
+    let raced: u64 = futures_sum(contenders).await;
+    assert!(renewals > 50, "the holders renewed ({renewals} times)");
+    eprintln!("{raced} refused tries had locked the row; {renewals} renewals, none failed");
+}
+
+async fn futures_sum(tasks: Vec<tokio::task::JoinHandle<u64>>) -> u64 {
+    let mut sum = 0;
+    for task in tasks {
+        sum += task.await.expect("task");
+    }
+    sum
 }

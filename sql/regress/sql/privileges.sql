@@ -51,3 +51,19 @@ REVOKE ALL ON FUNCTION lease_lock.lease_acquire(uuid, interval, text), lease_loc
     lease_lock.lease_release(uuid, text), lease_lock.lease_fence(bigint, text)
 FROM regress_lease_app1, regress_lease_app2;
 DROP ROLE regress_lease_app1, regress_lease_app2, regress_lease_other;
+
+-- Holder ids show in lease_status only to the tenure's role (and its members, and superusers):
+-- another role that knew one could take a free lease under it, and the rightful holder would
+-- then be refused with 42501.
+CREATE ROLE regress_lease_app1;
+CREATE ROLE regress_lease_app2;
+GRANT EXECUTE ON FUNCTION lease_lock.lease_acquire(uuid, interval, text) TO regress_lease_app1;
+SET ROLE regress_lease_app1;
+SELECT acquired FROM lease_lock.lease_acquire('00000000-0000-0000-0000-0000000000a1', interval '10 s', 'hidden');
+SELECT holder, holder_role, held FROM lease_lock.lease_status WHERE lease_name = 'hidden';
+SET ROLE regress_lease_app2;
+SELECT holder, holder_role, held FROM lease_lock.lease_status WHERE lease_name = 'hidden';
+RESET ROLE;
+SELECT holder, holder_role, held FROM lease_lock.lease_status WHERE lease_name = 'hidden';
+REVOKE ALL ON FUNCTION lease_lock.lease_acquire(uuid, interval, text) FROM regress_lease_app1;
+DROP ROLE regress_lease_app1, regress_lease_app2;

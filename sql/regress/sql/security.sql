@@ -69,8 +69,30 @@ ALTER SCHEMA lease_lock OWNER TO CURRENT_USER;
 GRANT CREATE ON SCHEMA lease_lock TO regress_dbowner;
 SELECT pg_temp.try($$CREATE EXTENSION lease_lock$$);
 DROP SCHEMA lease_lock;
+-- Nor a superuser's schema that already holds objects: an overload created there by someone
+-- else (an integer literal would pick lease_fence(integer, text) over the real one) would sit
+-- next to the extension's functions.
+CREATE SCHEMA lease_lock;
+CREATE FUNCTION lease_lock.lease_fence(fencing_token integer, lease_name text DEFAULT 'default')
+    RETURNS void LANGUAGE sql AS 'SELECT';
+ALTER FUNCTION lease_lock.lease_fence(integer, text) OWNER TO regress_dbowner;
+SELECT pg_temp.try($$CREATE EXTENSION lease_lock$$);
+DROP SCHEMA lease_lock CASCADE;
+-- Default privileges of the installing role do not reach the extension's objects: whatever they
+-- granted is taken back, then exactly the documented grants are made.
+ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO regress_dbowner;
+ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO regress_dbowner;
 -- A schema it creates itself belongs to the installing superuser.
 CREATE EXTENSION lease_lock;
+ALTER DEFAULT PRIVILEGES REVOKE ALL ON TABLES FROM regress_dbowner;
+ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM regress_dbowner;
+SELECT c.relname, a.grantee::regrole, a.privilege_type
+FROM pg_class c, aclexplode(c.relacl) a
+WHERE c.relnamespace = 'lease_lock'::regnamespace AND a.grantee <> c.relowner
+ORDER BY 1, 2, 3;
+SELECT p.proname, p.proacl IS NULL OR NOT EXISTS (
+           SELECT FROM aclexplode(p.proacl) a WHERE a.grantee <> p.proowner) AS only_the_owner
+FROM pg_proc p WHERE p.pronamespace = 'lease_lock'::regnamespace ORDER BY 1;
 SELECT nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) AS owned_by_installer
 FROM pg_namespace WHERE nspname = 'lease_lock';
 SELECT pg_temp.try(format('ALTER DATABASE %I OWNER TO %I', current_database(), current_user));
