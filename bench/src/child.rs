@@ -17,14 +17,20 @@ pub const HELD_LINE: &str = "held";
 /// Longest wait for a child to hold its leases.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What a `bench hold` child holds.
-#[derive(Clone, Debug)]
+/// What a `bench hold` child holds: the arguments of `bench hold`.
+#[derive(Clone, Debug, clap::Args)]
 pub struct HoldArgs {
+    #[arg(long)]
     pub conninfo: String,
     /// Lease names are `{prefix}-0` to `{prefix}-{leases-1}`.
+    #[arg(long)]
     pub prefix: String,
+    #[arg(long)]
     pub leases: usize,
+    /// For example `10s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub refresh_interval: Duration,
 }
 
@@ -42,34 +48,11 @@ impl HoldArgs {
             self.prefix.clone(),
             "--leases".into(),
             self.leases.to_string(),
-            "--lease-duration-ms".into(),
-            self.lease_duration.as_millis().to_string(),
-            "--refresh-ms".into(),
-            self.refresh_interval.as_millis().to_string(),
+            "--lease-duration".into(),
+            humantime::format_duration(self.lease_duration).to_string(),
+            "--refresh-interval".into(),
+            humantime::format_duration(self.refresh_interval).to_string(),
         ]
-    }
-
-    /// Parses the arguments after `hold`.
-    ///
-    /// # Errors
-    /// A missing or malformed argument.
-    pub fn parse(args: &[String]) -> Result<HoldArgs, BenchError> {
-        let value = |name: &str| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-                .cloned()
-                .ok_or_else(|| BenchError::new(format!("hold needs {name}")))
-        };
-        let number =
-            |name: &str| value(name)?.parse::<u64>().map_err(|_| BenchError::new(format!("{name} takes a number")));
-        Ok(HoldArgs {
-            conninfo: value("--conninfo")?,
-            prefix: value("--prefix")?,
-            leases: number("--leases")? as usize,
-            lease_duration: Duration::from_millis(number("--lease-duration-ms")?),
-            refresh_interval: Duration::from_millis(number("--refresh-ms")?),
-        })
     }
 }
 

@@ -3,7 +3,7 @@
 //! ```text
 //! bench [--quick] [--out DIR]     run every scenario, write DIR/results/benchmarks.{json,md} and
 //!                                 DIR/docs/benchmarks.{md,svg} (DIR: the repository)
-//! bench hold --conninfo C --prefix P --leases N --lease-duration-ms D --refresh-ms R
+//! bench hold --conninfo C --prefix P --leases N --lease-duration 10s --refresh-interval 1s
 //!                                 (started by the runner) hold leases P-0..P-N-1 until killed
 //! ```
 //!
@@ -15,9 +15,31 @@ use lease_lock_bench as bench;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The benchmark runner (see docs/benchmarks.md).
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    hold: Option<Command>,
+    /// About a minute, a smoke run: its figures are too short to quote.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write results/ and docs/ (default: the repository).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Started by the runner: hold leases until killed.
+    Hold(child::HoldArgs),
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let outcome = if args.first().map(String::as_str) == Some("hold") { hold(&args[1..]) } else { run(&args) };
+    let cli = <Cli as clap::Parser>::parse();
+    let outcome = match cli.hold {
+        Some(Command::Hold(args)) => hold(&args),
+        None => run(cli.quick, cli.out),
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -37,22 +59,9 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-fn run(args: &[String]) -> Result<(), BenchError> {
+fn run(quick: bool, out: Option<PathBuf>) -> Result<(), BenchError> {
     init_tracing("lease_lock_bench=info,warn");
-    let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let (mut quick, mut out) = (false, repo);
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--out" => {
-                out = rest.next().map(PathBuf::from).ok_or_else(|| BenchError::new("--out needs a directory"))?
-            }
-            other => {
-                return Err(BenchError::new(format!("unknown argument {other:?}; usage: bench [--quick] [--out DIR]")))
-            }
-        }
-    }
+    let out = out.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
     let plan = if quick { Plan::quick() } else { Plan::full() };
     let context = RunnerContext { exe: std::env::current_exe()?, repo: out.clone() };
 
@@ -73,13 +82,12 @@ fn run(args: &[String]) -> Result<(), BenchError> {
 }
 
 /// The child of scenarios 5 and 6: hold the leases, say so, wait to be killed.
-fn hold(args: &[String]) -> Result<(), BenchError> {
+fn hold(hold: &child::HoldArgs) -> Result<(), BenchError> {
     init_tracing("warn");
-    let hold = child::HoldArgs::parse(args)?;
     // tokio's default runtime, as an application holding leases would use.
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let leases = child::hold_leases(&hold).await?;
+        let leases = child::hold_leases(hold).await?;
         println!("{}", child::HELD_LINE);
         // The handles renew in the background until the process is killed.
         std::future::pending::<()>().await;

@@ -128,7 +128,7 @@ pub struct HistoryRow {
 /// An injected fault, for liveness and to classify overlaps during pauses.
 #[derive(Debug, Clone)]
 pub struct FaultRecord {
-    pub kind: &'static str,
+    pub kind: crate::Fault,
     pub target: String,
     pub start: i128,
     pub end: i128,
@@ -150,7 +150,7 @@ pub struct Report {
     /// Time from the end of each fault that left no other fault active until some process held
     /// the lease, in ns (and the slowest, with the fault's kind and end).
     pub recovery_ns: Vec<i128>,
-    pub slowest_recoveries: Vec<(i128, &'static str, i128)>,
+    pub slowest_recoveries: Vec<(i128, crate::Fault, i128)>,
     pub acked_writes: usize,
     pub refused_writes: usize,
     pub tenures: usize,
@@ -233,7 +233,10 @@ pub fn check(logs: &[ProcessLog], history: &[HistoryRow], faults: &[FaultRecord]
                 continue;
             }
             let paused = faults.iter().any(|f| {
-                f.kind == "pause" && (f.target == a.process || f.target == b.process) && f.start < to && f.end > from
+                f.kind == crate::Fault::Pause
+                    && (f.target == a.process || f.target == b.process)
+                    && f.start < to
+                    && f.end > from
             });
             if paused {
                 report.paused_overlaps += 1;
@@ -329,7 +332,7 @@ mod tests {
     fn overlap_during_a_pause_is_reported_separately() {
         let a = belief_log("a", &format!("100 held 1 {}\n", i64::MAX));
         let b = belief_log("b", "300 held 2 600\n");
-        let pause = FaultRecord { kind: "pause", target: "a".into(), start: 200, end: 700 };
+        let pause = FaultRecord { kind: crate::Fault::Pause, target: "a".into(), start: 200, end: 700 };
         let r = check(&[a, b], &[], &[pause], 1000);
         assert_eq!((r.belief_overlaps, r.paused_overlaps), (0, 1));
     }

@@ -164,12 +164,12 @@ impl Harness {
         })
     }
 
-    fn record(&self, kind: &'static str, target: String, start: i128) {
+    fn record(&self, kind: Fault, target: String, start: i128) {
         self.faults.lock().unwrap().push(FaultRecord { kind, target, start, end: mono_ns() });
     }
 
     /// Injects one fault and heals it; returns when healed.
-    async fn inject(self: Arc<Self>, kind: &'static str, slot: usize, rng_values: [u64; 2]) {
+    async fn inject(self: Arc<Self>, kind: Fault, slot: usize, rng_values: [u64; 2]) {
         let lease_ms = LEASE_DURATION.as_millis() as u64;
         let span = |lo: u64, hi: u64| Duration::from_millis(lo + rng_values[0] % (hi - lo).max(1));
         let start = mono_ns();
@@ -179,7 +179,7 @@ impl Harness {
             (s.process_name(), s.child.as_ref().map(|c| c.id() as i32), s.lease_proxy.clone(), s.app_proxy.clone())
         };
         match kind {
-            "kill" => {
+            Fault::Kill => {
                 if let Some(pid) = pid {
                     signal(pid, rustix::process::Signal::KILL);
                 }
@@ -195,34 +195,34 @@ impl Harness {
                 self.spawn_worker(s);
                 return;
             }
-            "pause" => {
+            Fault::Pause => {
                 let Some(pid) = pid else { return };
                 signal(pid, rustix::process::Signal::STOP);
                 sleep(span(lease_ms * 3 / 2, lease_ms * 5 / 2)).await;
                 signal(pid, rustix::process::Signal::CONT);
             }
-            "terminate" => {
+            Fault::Terminate => {
                 self.psql(&format!(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{target}-lease'"
                 ));
             }
-            "stall" => {
+            Fault::Stall => {
                 lease_proxy.set_stalled(true);
                 sleep(span(lease_ms / 2, lease_ms * 5 / 2)).await;
                 lease_proxy.set_stalled(false);
             }
-            "cut" => {
+            Fault::Cut => {
                 lease_proxy.cut();
                 app_proxy.cut();
             }
-            "delay" => {
+            Fault::Delay => {
                 lease_proxy.set_delay(Duration::from_millis(50 + rng_values[1] % 250));
                 sleep(span(1000, 3000)).await;
                 lease_proxy.set_delay(Duration::ZERO);
             }
-            "restart-fast" | "restart-immediate" => {
+            Fault::RestartFast | Fault::RestartImmediate => {
                 let _guard = self.restart_lock.lock().await;
-                let mode = if kind == "restart-fast" { "fast" } else { "immediate" };
+                let mode = if kind == Fault::RestartFast { "fast" } else { "immediate" };
                 let harness = self.clone();
                 let settings = cluster_settings();
                 tokio::task::spawn_blocking(move || harness.cluster.restart(mode, &settings)).await.expect("restart");
@@ -230,7 +230,7 @@ impl Harness {
                 sleep(Duration::from_secs(8)).await; // keep restarts apart
                 return;
             }
-            "lock" => {
+            Fault::Lock => {
                 let hold = span(lease_ms / 2, lease_ms * 2);
                 let harness = self.clone();
                 let sql = format!(
@@ -241,9 +241,7 @@ impl Harness {
                 self.record(kind, "server".into(), start);
                 return;
             }
-            _ => unreachable!("unknown fault {kind}"),
         }
-        let target = if kind == "lock" { "server".into() } else { target };
         self.record(kind, target, start);
     }
 }
@@ -252,29 +250,66 @@ fn cluster_settings() -> Vec<&'static str> {
     vec!["track_commit_timestamp=on"]
 }
 
+/// The faults the injector knows (the module docs say what each does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Kill,
+    Pause,
+    Terminate,
+    Stall,
+    Cut,
+    Delay,
+    Lock,
+    RestartFast,
+    RestartImmediate,
+}
+
+impl Fault {
+    /// The name in reports and in `faults.txt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::Terminate => "terminate",
+            Fault::Stall => "stall",
+            Fault::Cut => "cut",
+            Fault::Delay => "delay",
+            Fault::Lock => "lock",
+            Fault::RestartFast => "restart-fast",
+            Fault::RestartImmediate => "restart-immediate",
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Fault kinds and their weights.
-const FAULTS: &[(&str, u64)] = &[
-    ("kill", 12),
-    ("pause", 12),
-    ("terminate", 14),
-    ("stall", 16),
-    ("cut", 12),
-    ("delay", 10),
-    ("lock", 10),
-    ("restart-fast", 3),
-    ("restart-immediate", 3),
+const FAULTS: &[(Fault, u64)] = &[
+    (Fault::Kill, 12),
+    (Fault::Pause, 12),
+    (Fault::Terminate, 14),
+    (Fault::Stall, 16),
+    (Fault::Cut, 12),
+    (Fault::Delay, 10),
+    (Fault::Lock, 10),
+    (Fault::RestartFast, 3),
+    (Fault::RestartImmediate, 3),
 ];
 
 /// The negative control's mix: aimed at the reference's weakness (a holder whose renewals fail
 /// keeps acting), so that every run shows the split brain it allows.
-const FAULTS_NEGATIVE: &[(&str, u64)] = &[("stall", 70), ("pause", 15), ("kill", 15)];
+const FAULTS_NEGATIVE: &[(Fault, u64)] = &[(Fault::Stall, 70), (Fault::Pause, 15), (Fault::Kill, 15)];
 
-fn pick_fault(rng: &mut Rng, mix: &[(&'static str, u64)]) -> &'static str {
+fn pick_fault(rng: &mut Rng, mix: &[(Fault, u64)]) -> Fault {
     let total: u64 = mix.iter().map(|(_, w)| w).sum();
     let mut x = rng.range(0, total);
     for (kind, weight) in mix {
         if x < *weight {
-            return kind;
+            return *kind;
         }
         x -= weight;
     }
@@ -282,7 +317,7 @@ fn pick_fault(rng: &mut Rng, mix: &[(&'static str, u64)]) -> &'static str {
 }
 
 /// Runs the harness and returns the checker's report plus the faults injected by kind.
-pub async fn run(config: RunConfig) -> (Report, Vec<(&'static str, usize)>) {
+pub async fn run(config: RunConfig) -> (Report, Vec<(Fault, usize)>) {
     let settings = cluster_settings();
     let cluster = TestCluster::start(&settings);
     let db = "faults".to_string();
@@ -324,7 +359,7 @@ pub async fn run(config: RunConfig) -> (Report, Vec<(&'static str, usize)>) {
     while started.elapsed() < duration {
         sleep(rng.millis(250, 650)).await;
         let kind = pick_fault(&mut rng, if harness.config.reference { FAULTS_NEGATIVE } else { FAULTS });
-        if kind.starts_with("restart") && harness.restart_lock.try_lock().is_err() {
+        if matches!(kind, Fault::RestartFast | Fault::RestartImmediate) && harness.restart_lock.try_lock().is_err() {
             continue;
         }
         let slot = match harness.leader_slot() {
@@ -380,7 +415,7 @@ pub async fn run(config: RunConfig) -> (Report, Vec<(&'static str, usize)>) {
         faults.iter().map(|f| format!("{} {} {} {}", f.start, f.end, f.kind, f.target)).collect();
     let _ = std::fs::write(harness.config.work_dir.join("faults.txt"), fault_lines.join("\n"));
     let report = checker::check(&logs, &history, &faults, run_end);
-    let mut by_kind: Vec<(&'static str, usize)> =
+    let mut by_kind: Vec<(Fault, usize)> =
         FAULTS.iter().map(|(k, _)| (*k, faults.iter().filter(|f| f.kind == *k).count())).collect();
     by_kind.retain(|(_, n)| *n > 0);
     (report, by_kind)
