@@ -484,7 +484,8 @@ impl LeaseClientBuilder {
     ///   reported as held: [`try_acquire`](LeaseClient::try_acquire) returns
     ///   [`Error::DuplicateHolderId`], [`acquire`](LeaseClient::acquire) warns and waits;
     /// - unless the connection string sets `application_name`, the connection is named
-    ///   `lease_lock <holder id>`, and on its first connection a client with a configured id
+    ///   `lease_lock <fingerprint of the holder id>` (never the id: other roles see it), and on
+    ///   its first connection a client with a configured id
     ///   warns (`tracing`) if another session of the database has that name. A warning, not an
     ///   error: it may be the lingering session of a crashed predecessor.
     ///

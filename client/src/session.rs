@@ -205,9 +205,12 @@ impl Session {
     ) -> Session {
         let mut duplicate_check = None;
         if pg.get_application_name().is_none() {
-            // Names the connection after the holder: an operator can match pg_stat_activity to
-            // lease_status, and the first open can see another process using the same id.
-            let name = format!("lease_lock {holder}");
+            // Names the connection after a fingerprint of the holder id, never the id itself:
+            // pg_stat_activity shows application_name to every role, and a role that learned a
+            // holder id could take a free lease under it (the rightful holder would then get
+            // 42501). The fingerprint still lets the first open see another process with the
+            // same id.
+            let name = format!("lease_lock {}", holder_fingerprint(holder));
             pg.application_name(&name);
             duplicate_check = holder_configured.then_some(name);
         }
@@ -370,7 +373,7 @@ impl Session {
     }
 
     /// On the first open with a configured holder id, warns if another session of this
-    /// database carries the same `application_name` (which names the holder id).
+    /// database carries the same `application_name` (a fingerprint of the holder id).
     ///
     /// Why this check: `pg_stat_activity` shows every session's `application_name` to every
     /// role, so one query, once per client, sees a second process with our id before either
@@ -480,4 +483,32 @@ where
         }
         let _ = closed.send(true);
     })
+}
+
+/// A 64-bit FNV-1a fingerprint of a holder id, in hex: the same in every process and Rust
+/// version (unlike `DefaultHasher`), and with 122 random bits in a v4 id, no way back to the id.
+fn holder_fingerprint(holder: Uuid) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in holder.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holder_fingerprint;
+    use uuid::Uuid;
+
+    #[test]
+    fn the_application_name_fingerprint_is_stable_and_hides_the_holder_id() {
+        let id = Uuid::parse_str("6f1c2a9e-0000-4000-8000-00000000abcd").unwrap();
+        let fingerprint = holder_fingerprint(id);
+        // Fixed, so that processes built with any Rust version agree on it.
+        assert_eq!(fingerprint, holder_fingerprint(id));
+        assert_eq!(fingerprint.len(), 16);
+        assert!(!fingerprint.contains("6f1c2a9e") && !fingerprint.contains("abcd"), "{fingerprint}");
+        assert_ne!(fingerprint, holder_fingerprint(Uuid::new_v4()));
+    }
 }

@@ -64,7 +64,7 @@ impl Drop for AsOwner {
 /// The cost settings a role or database can change (`ALTER ROLE ... SET random_page_cost`) are
 /// put at PostgreSQL's defaults too: a huge `random_page_cost` would otherwise outweigh the
 /// penalty of a disabled scan, and the plan made then would stay cached. `plan_cache_mode` is
-/// forced to generic plans, which the statements are prepared for.
+/// forced to generic plans, which the statements are prepared for, and JIT compilation is off.
 pub struct IndexPlans {
     saved: PlannerSettings,
 }
@@ -75,6 +75,7 @@ struct PlannerSettings {
     costs: [f64; 5],
     effective_cache_size: i32,
     plan_cache_mode: i32,
+    jit: bool,
 }
 
 impl PlannerSettings {
@@ -84,6 +85,8 @@ impl PlannerSettings {
         costs: [1.0, 4.0, 0.01, 0.005, 0.0025],
         effective_cache_size: 524_288, // 4 GB in 8 kB pages
         plan_cache_mode: pg_sys::PlanCacheMode::PLAN_CACHE_MODE_FORCE_GENERIC_PLAN as i32,
+        // A role's jit_above_cost = 0 would compile these one-row plans on every call.
+        jit: false,
     };
 
     /// # Safety
@@ -102,6 +105,7 @@ impl PlannerSettings {
                 ],
                 effective_cache_size: pg_sys::effective_cache_size,
                 plan_cache_mode: pg_sys::plan_cache_mode,
+                jit: pg_sys::jit_enabled,
             }
         }
     }
@@ -121,6 +125,7 @@ impl PlannerSettings {
             ] = self.costs;
             pg_sys::effective_cache_size = self.effective_cache_size;
             pg_sys::plan_cache_mode = self.plan_cache_mode;
+            pg_sys::jit_enabled = self.jit;
         }
     }
 }
@@ -182,11 +187,15 @@ impl Drop for LockWaitBound {
 /// An internal subtransaction around the taking of a new tenure, so that a caller that locked a
 /// lease row and then finds it taken after all gives the lock back at once instead of keeping it
 /// until its transaction ends (a refused caller must never hold a lock the holder's renewal waits
-/// on). Rolled back unless [`SubTransaction::commit`] is called; while an ERROR unwinds it does
-/// nothing, because the ERROR aborts the enclosing transaction and this subtransaction with it.
+/// on). Rolled back unless [`SubTransaction::commit`] is called, also while an ERROR raised
+/// inside it unwinds (a lock or statement timeout, a cancel, a serialization failure): the
+/// error then leaves the caller's (sub)transaction exactly as the same error outside it would,
+/// instead of an open subtransaction that the caller's abort or exception block would end in
+/// its place.
 ///
-/// As PL/pgSQL does for an exception block: the caller's memory context is kept, and the
-/// resource owner is put back when the subtransaction ends.
+/// As PL/pgSQL does for an exception block: the caller's memory context is kept, the resource
+/// owner is put back when the subtransaction ends, and an error is rolled back only after it
+/// was caught and PostgreSQL's error state flushed (pgrx does both before unwinding).
 pub struct SubTransaction {
     owner: pg_sys::ResourceOwner,
     context: pg_sys::MemoryContext,
@@ -226,8 +235,10 @@ impl SubTransaction {
 
 impl Drop for SubTransaction {
     fn drop(&mut self) {
-        if self.open && !std::thread::panicking() {
+        if self.open {
             // SAFETY: rolls back the subtransaction `begin` started (its row locks go with it).
+            // While unwinding from an ERROR, pgrx has already copied and flushed PostgreSQL's
+            // error state, as PL/pgSQL does before its rollback in PG_CATCH.
             unsafe {
                 pg_sys::RollbackAndReleaseCurrentSubTransaction();
                 self.restore();

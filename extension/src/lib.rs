@@ -84,7 +84,7 @@ BEGIN
     THEN
         RAISE EXCEPTION 'a role other than a superuser may create objects in schema "lease_lock"'
             USING ERRCODE = '42501',
-                  HINT = 'DROP SCHEMA lease_lock, then CREATE EXTENSION lease_lock: it creates the schema itself.';
+                  HINT = 'Revoke it (from default privileges too: ALTER DEFAULT PRIVILEGES ... REVOKE CREATE ON SCHEMAS), then CREATE EXTENSION lease_lock.';
     END IF;
 END
 $check$;

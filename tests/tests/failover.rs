@@ -300,7 +300,6 @@ async fn async_lost_handover_never_makes_two_holders() {
             break Instant::now();
         }
         assert!(o_renewed.elapsed() < lease_d * 4, "nobody got the lease back");
-        assert_eq!(call(new_primary, "lease_acquire", H), "f|");
         sleep(Duration::from_millis(100)).await;
     };
     assert!(
