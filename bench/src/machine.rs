@@ -4,7 +4,7 @@
 use super::BenchError;
 use serde::Serialize;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use tokio_postgres::Client;
 
 #[derive(Clone, Debug, Serialize)]
@@ -85,19 +85,7 @@ pub async fn describe(client: &Client, repo: &Path) -> Result<Machine, BenchErro
     })
 }
 
-/// `YYYY-MM-DD HH:MM UTC` from the system clock (civil-from-days, no date library).
+/// The time of the run, RFC 3339 in UTC to the second.
 fn utc_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
