@@ -25,40 +25,33 @@ pub struct Action {
 }
 
 impl ProcessLog {
+    /// Reads a worker's JSON-lines log (lines that do not parse, such as one cut short by a
+    /// SIGKILL, are skipped).
     pub fn parse(name: &str, text: &str) -> ProcessLog {
+        use crate::worker::{Event, LogLine};
         let mut log = ProcessLog { name: name.to_string(), ..Default::default() };
         for line in text.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(t), Some(kind)) = (f.first().and_then(|t| t.parse::<i128>().ok()), f.get(1)) else {
-                continue;
-            };
-            let num = |i: usize| f.get(i).and_then(|v| v.parse::<i128>().ok());
-            match *kind {
-                "held" => {
-                    if let (Some(token), Some(until)) = (num(2), num(3)) {
-                        log.held.push((t, token as i64, until));
+            let Ok(LogLine { t, event }) = serde_json::from_str::<LogLine>(line) else { continue };
+            let t = i128::from(t);
+            match event {
+                Event::Held { token, valid_until } => log.held.push((t, token, i128::from(valid_until))),
+                Event::Lost { token } | Event::Released { token } => log.ended.push((t, token)),
+                Event::Begin { token, seq } => {
+                    log.actions.insert((token, seq), Action { begin: t, ..Default::default() });
+                }
+                Event::Ack { token, seq } => {
+                    if let Some(a) = log.actions.get_mut(&(token, seq)) {
+                        a.end = Some(t);
+                        a.acked = true;
                     }
                 }
-                "lost" | "released" => {
-                    if let Some(token) = num(2) {
-                        log.ended.push((t, token as i64));
+                Event::Fail { token, seq, error } => {
+                    if let Some(a) = log.actions.get_mut(&(token, seq)) {
+                        a.end = Some(t);
+                        a.failure = Some(error);
                     }
                 }
-                "begin" => {
-                    if let (Some(token), Some(seq)) = (num(2), num(3)) {
-                        log.actions.insert((token as i64, seq as u64), Action { begin: t, ..Default::default() });
-                    }
-                }
-                "ack" | "fail" => {
-                    if let (Some(token), Some(seq)) = (num(2), num(3)) {
-                        if let Some(a) = log.actions.get_mut(&(token as i64, seq as u64)) {
-                            a.end = Some(t);
-                            a.acked = *kind == "ack";
-                            a.failure = f.get(4).map(|s| s.to_string());
-                        }
-                    }
-                }
-                _ => {}
+                Event::Start { .. } | Event::Error { .. } => {}
             }
         }
         log
@@ -300,8 +293,26 @@ pub fn check(logs: &[ProcessLog], history: &[HistoryRow], faults: &[FaultRecord]
 mod tests {
     use super::*;
 
+    /// A log from compact test lines (`t kind token [n]`), written as the worker writes them.
     fn belief_log(name: &str, lines: &str) -> ProcessLog {
-        ProcessLog::parse(name, lines)
+        use crate::worker::{Event, LogLine};
+        let json: Vec<String> = lines
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<i64> = l.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+                let kind = l.split_whitespace().nth(1).expect("a kind");
+                let event = match kind {
+                    "held" => Event::Held { token: f[1], valid_until: f[2] },
+                    "lost" => Event::Lost { token: f[1] },
+                    "begin" => Event::Begin { token: f[1], seq: f[2] as u64 },
+                    "ack" => Event::Ack { token: f[1], seq: f[2] as u64 },
+                    other => panic!("no such test event {other}"),
+                };
+                serde_json::to_string(&LogLine { t: f[0], event }).expect("serializes")
+            })
+            .collect();
+        ProcessLog::parse(name, &json.join("\n"))
     }
 
     #[test]

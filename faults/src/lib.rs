@@ -159,7 +159,12 @@ impl Harness {
         let slots = self.slots.lock().unwrap();
         slots.iter().position(|s| {
             std::fs::read_to_string(self.log_path(&s.process_name()))
-                .map(|log| log.lines().any(|l| l.ends_with(&format!("start {holder}"))))
+                .map(|log| {
+                    log.lines().any(|l| {
+                        matches!(serde_json::from_str::<worker::LogLine>(l),
+                            Ok(worker::LogLine { event: worker::Event::Start { holder: h }, .. }) if h == holder)
+                    })
+                })
                 .unwrap_or(false)
         })
     }

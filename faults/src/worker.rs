@@ -28,6 +28,36 @@ pub const LEASE_NAME: &str = "f";
 pub const LEASE_DURATION: Duration = Duration::from_millis(1000);
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 
+/// One line of a worker's log: what the worker believed or did, and when (CLOCK_MONOTONIC ns,
+/// the same clock in every process on the machine).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub t: i64,
+    pub event: Event,
+}
+
+/// What a worker logs; the checker reads these back.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// The worker started with this holder id.
+    Start { holder: String },
+    /// The elector returned (it should not).
+    Error { message: String },
+    /// The worker trusts tenure `token` until `valid_until` (CLOCK_MONOTONIC ns).
+    Held { token: i64, valid_until: i64 },
+    /// The worker stopped trusting tenure `token`.
+    Lost { token: i64 },
+    /// The worker released tenure `token`.
+    Released { token: i64 },
+    /// A write under `token` began.
+    Begin { token: i64, seq: u64 },
+    /// That write committed.
+    Ack { token: i64, seq: u64 },
+    /// That write failed.
+    Fail { token: i64, seq: u64, error: String },
+}
+
 /// Appends events to the worker's log, flushed per line (the process may be SIGKILLed).
 #[derive(Clone)]
 pub struct EventLog(Arc<Mutex<BufWriter<File>>>);
@@ -38,9 +68,13 @@ impl EventLog {
         EventLog(Arc::new(Mutex::new(BufWriter::new(file))))
     }
 
-    pub fn event(&self, line: std::fmt::Arguments) {
+    /// Appends `event`, stamped with CLOCK_MONOTONIC, as one JSON line.
+    pub fn event(&self, event: Event) {
+        let line = LogLine { t: mono_ns() as i64, event };
         let mut out = self.0.lock().unwrap();
-        let _ = writeln!(out, "{} {line}", mono_ns());
+        if let Ok(json) = serde_json::to_string(&line) {
+            let _ = writeln!(out, "{json}");
+        }
         let _ = out.flush();
     }
 }
@@ -72,10 +106,10 @@ async fn lease_worker(args: &WorkerArgs, log: &EventLog) {
         .max_backoff(Duration::from_millis(500))
         .build()
         .expect("valid config");
-    log.event(format_args!("start {}", client.holder_id()));
+    log.event(Event::Start { holder: client.holder_id().to_string() });
     let app = AppConnection::new(&args.app_conninfo);
     let result = client.run_elector(|info| lead(info, &app, &args.client, log, true), std::future::pending()).await;
-    log.event(format_args!("error {result:?}"));
+    log.event(Event::Error { message: format!("{result:?}") });
 }
 
 /// Logs each state change of the tenure, then does fenced writes until cancelled by the elector.
@@ -90,10 +124,10 @@ async fn lead(info: LeaseInfo, app: &AppConnection, client: &str, log: &EventLog
                 LeaseState::Held { valid_until, .. } => {
                     let until = mono_ns()
                         + (valid_until.saturating_duration_since(std::time::Instant::now()).as_nanos() as i128);
-                    watcher_log.event(format_args!("held {token} {until}"));
+                    watcher_log.event(Event::Held { token, valid_until: until as i64 });
                 }
-                LeaseState::Lost(_) => return watcher_log.event(format_args!("lost {token}")),
-                LeaseState::Released => return watcher_log.event(format_args!("released {token}")),
+                LeaseState::Lost(_) => return watcher_log.event(Event::Lost { token }),
+                LeaseState::Released => return watcher_log.event(Event::Released { token }),
                 _ => {}
             }
             if states.changed().await.is_err() {
@@ -118,10 +152,10 @@ async fn write_loop(
     loop {
         if believes() {
             seq += 1;
-            log.event(format_args!("begin {token} {seq}"));
+            log.event(Event::Begin { token, seq });
             match app.write(client, token, seq, fence).await {
-                Ok(()) => log.event(format_args!("ack {token} {seq}")),
-                Err(e) => log.event(format_args!("fail {token} {seq} {e}")),
+                Ok(()) => log.event(Event::Ack { token, seq }),
+                Err(e) => log.event(Event::Fail { token, seq, error: e.to_string() }),
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -185,14 +219,12 @@ impl AppConnection {
 /// logged, belief ends only when the database answers "not held", writes are not fenced.
 async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
     let holder = Uuid::new_v4();
-    log.event(format_args!("start {holder}"));
+    log.event(Event::Start { holder: holder.to_string() });
     let app = AppConnection::new(&args.app_conninfo);
     let duration = format!("{} milliseconds", LEASE_DURATION.as_millis());
     let mut conn: Option<tokio_postgres::Client> = None;
     let mut believed: Option<i64> = None;
-    let acquire_sql = format!(
-        "SELECT acquired, fencing_token FROM lease_lock.lease_acquire('{holder}', '{duration}', '{LEASE_NAME}')"
-    );
+    let acquire_sql = "SELECT acquired, fencing_token FROM lease_lock.lease_acquire($1, ($2::text)::interval, $3)";
     // The writing task of the current belief; dropping it stops the writes.
     let mut _writer: Option<AbortOnDrop> = None;
     let app = Arc::new(app);
@@ -213,7 +245,8 @@ async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
         }
         let answer = match &conn {
             Some(c) => {
-                let call = c.query_one(&acquire_sql, &[]);
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&holder, &duration, &LEASE_NAME];
+                let call = c.query_one(acquire_sql, &params);
                 match tokio::time::timeout(Duration::from_millis(300), call).await {
                     Ok(Ok(row)) => Some((row.get::<_, bool>(0), row.get::<_, Option<i64>>(1))),
                     Ok(Err(_)) => None,
@@ -229,7 +262,7 @@ async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
             (Some((true, Some(token))), None) => {
                 believed = Some(token);
                 // It never learns a deadline: it believes "for ever" until told otherwise.
-                log.event(format_args!("held {token} {}", i64::MAX));
+                log.event(Event::Held { token, valid_until: i64::MAX });
                 let (app, log, client) = (app.clone(), log.clone(), args.client.clone());
                 _writer = Some(AbortOnDrop(tokio::spawn(async move {
                     write_loop(token, &app, &client, &log, false, || true).await
@@ -237,8 +270,8 @@ async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
             }
             (Some((true, Some(token))), Some(old)) if token != old => {
                 // Its old tenure expired and it took a new one without noticing in between.
-                log.event(format_args!("lost {old}"));
-                log.event(format_args!("held {token} {}", i64::MAX));
+                log.event(Event::Lost { token: old });
+                log.event(Event::Held { token, valid_until: i64::MAX });
                 believed = Some(token);
                 let (app, log, client) = (app.clone(), log.clone(), args.client.clone());
                 _writer = Some(AbortOnDrop(tokio::spawn(async move {
@@ -246,7 +279,7 @@ async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
                 })));
             }
             (Some((false, _)), Some(token)) => {
-                log.event(format_args!("lost {token}"));
+                log.event(Event::Lost { token });
                 believed = None;
                 _writer = None;
             }
