@@ -87,13 +87,13 @@ pub async fn spawn_holder(exe: &Path, args: &HoldArgs) -> Result<Child, BenchErr
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| BenchError::new("child has no stdout"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("child has no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
     match tokio::time::timeout(HOLD_TIMEOUT, lines.next_line()).await {
         Ok(Ok(Some(line))) if line == HELD_LINE => Ok(child),
-        Ok(Ok(Some(line))) => Err(BenchError::new(format!("holder child said {line:?} instead of {HELD_LINE:?}"))),
-        Ok(Ok(None)) => Err(BenchError::new("holder child exited before holding its leases (see its stderr above)")),
+        Ok(Ok(Some(line))) => Err(anyhow::anyhow!(format!("holder child said {line:?} instead of {HELD_LINE:?}"))),
+        Ok(Ok(None)) => Err(anyhow::anyhow!("holder child exited before holding its leases (see its stderr above)")),
         Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(BenchError::new(format!("holder child did not hold its leases within {HOLD_TIMEOUT:?}"))),
+        Err(_) => Err(anyhow::anyhow!(format!("holder child did not hold its leases within {HOLD_TIMEOUT:?}"))),
     }
 }

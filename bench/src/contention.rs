@@ -270,7 +270,7 @@ async fn time_holder(
         })
     });
     tokio::task::spawn_blocking(move || {
-        thread.join().unwrap_or_else(|_| Err(BenchError::new("the holder thread panicked")))
+        thread.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the holder thread panicked")))
     })
     .await?
 }

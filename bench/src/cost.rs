@@ -62,7 +62,7 @@ pub async fn run(conninfo: &str, exe: &std::path::Path, plan: &Plan) -> Result<C
             refresh_interval: REFRESH,
         };
         let child = spawn_holder(exe, &args).await?;
-        let pid = child.id().ok_or_else(|| BenchError::new("holder child already exited"))?;
+        let pid = child.id().ok_or_else(|| anyhow::anyhow!("holder child already exited"))?;
         children.push((leases, pid, child));
     }
     tokio::time::sleep(SETTLE).await;
@@ -122,7 +122,7 @@ fn read_cpu(pid: u32) -> Result<CpuReading, BenchError> {
     let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
     let ticks = match (field(11), field(12)) {
         (Some(utime), Some(stime)) => utime + stime,
-        _ => return Err(BenchError::new(format!("could not parse /proc/{pid}/stat"))),
+        _ => return Err(anyhow::anyhow!(format!("could not parse /proc/{pid}/stat"))),
     };
     Ok(CpuReading { at, schedstat_ns, ticks })
 }

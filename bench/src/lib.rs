@@ -36,64 +36,16 @@ pub mod single;
 pub mod sql;
 pub mod stats;
 
+use anyhow::Context;
 use lease_lock_tests::TestCluster;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tracing::info;
 
-/// What went wrong in a benchmark: a failed call, an unexpected answer, a child that died.
-#[derive(Debug)]
-pub struct BenchError(String);
-
-impl BenchError {
-    pub fn new(message: impl Into<String>) -> BenchError {
-        BenchError(message.into())
-    }
-
-    /// `context: error: its source: ...`, the whole chain on one line.
-    pub fn from_error(context: &str, error: &(dyn std::error::Error + 'static)) -> BenchError {
-        let mut message = format!("{context}: {error}");
-        let mut source = error.source();
-        while let Some(s) = source {
-            message.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        BenchError(message)
-    }
-}
-
-impl std::fmt::Display for BenchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BenchError {}
-
-impl From<tokio_postgres::Error> for BenchError {
-    fn from(e: tokio_postgres::Error) -> BenchError {
-        BenchError::from_error("database", &e)
-    }
-}
-
-impl From<lease_lock_client::Error> for BenchError {
-    fn from(e: lease_lock_client::Error) -> BenchError {
-        BenchError::from_error("lease client", &e)
-    }
-}
-
-impl From<std::io::Error> for BenchError {
-    fn from(e: std::io::Error) -> BenchError {
-        BenchError::from_error("io", &e)
-    }
-}
-
-impl From<tokio::task::JoinError> for BenchError {
-    fn from(e: tokio::task::JoinError) -> BenchError {
-        BenchError::from_error("benchmark task", &e)
-    }
-}
+/// What went wrong in a benchmark (a failed call, an unexpected answer, a child that died),
+/// with its chain of causes: `anyhow`, which the runner prints with `{:#}`.
+pub type BenchError = anyhow::Error;
 
 /// How long each scenario runs. `full` keeps the whole run under about 6 minutes on 2 cores;
 /// `quick` is a ~1 minute smoke run whose figures are too short to quote.
@@ -300,7 +252,7 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
 pub fn write_outputs(results: &Results, out: &Path) -> Result<Vec<PathBuf>, BenchError> {
     std::fs::create_dir_all(out.join("results"))?;
     std::fs::create_dir_all(out.join("docs"))?;
-    let json = serde_json::to_string_pretty(results).map_err(|e| BenchError::from_error("serializing results", &e))?;
+    let json = serde_json::to_string_pretty(results).context("serializing results")?;
     let files = [
         (out.join("results/benchmarks.json"), json + "\n"),
         (out.join("results/benchmarks.md"), report::results_markdown(results)),

@@ -1,5 +1,5 @@
 //! The goals check and the Markdown: `results/benchmarks.md` (the tables) and
-//! `docs/benchmarks.md` (the tables inside the explanation template below). Every figure comes
+//! `docs/benchmarks.md` (the tables inside the explanation template `benchmarks.md.j2`). Every figure comes
 //! from [`Results`]; the template's text says only what each row is and how it was measured.
 
 use super::contention::{ContentionResult, System, STANDBY_COUNTS};
@@ -519,178 +519,10 @@ pub fn results_markdown(r: &Results) -> String {
     )
 }
 
-/// The explanation around the tables of `docs/benchmarks.md`. `{{name}}` is replaced by the
-/// table or sentence of that name, computed from the run.
-const DOCS_TEMPLATE: &str = r#"# Benchmarks
-
-<!-- Written by the benchmark runner (template in bench/src/report.rs) from its last run.
-     Do not edit by hand: run scripts/bench.sh. -->
-
-lease_lock side by side with what users would use instead, and with the physical floors of a
-PostgreSQL call, all measured in **one run against one server**. Run it with:
-
-```sh
-scripts/bench.sh            # full run: installs what is missing, builds, runs every scenario
-scripts/bench.sh --quick    # about 1 minute smoke run; its figures are too short to quote
-```
-
-It starts its own throwaway PostgreSQL 15 cluster with the default durability settings (fsync
-and synchronous_commit on), runs the six scenarios below, and writes this page,
-`docs/benchmarks.svg`, `results/benchmarks.md` and `results/benchmarks.json`. These are
-benchmarks, not tests: they never fail on speed; the goals of issue 6 are reported as met or
-not met.
-
-**The figures below are from one run on a shared 2-core VM** while other work may have been
-compiling on it. Absolute numbers move by ±20% from run to run on such a machine; the ratios,
-measured side by side in the same run, are what to read. To keep noise from favouring one
-alternative, the alternatives of a scenario run interleaved: in every round each runs for the
-same time, in an order that changes from round to round (rotated, and reversed every other
-round, so no alternative always follows the same one). Throughput is the median of the rounds
-(their range in parentheses), each ratio the median of the per-round ratios; a latency
-percentile is taken in each round from an HDR histogram of every call, then the median of the
-rounds is shown (max: the largest of any round). The runner's client is one
-Rust process (tokio-postgres, prepared statements, one call in flight per connection) on the
-same machine as the server, so client and server share the two cores.
-
-{{machine}}
-
-## Goals
-
-{{goals}}
-
-![Benchmark chart: time per call by alternative, throughput by connections, holder p99 by standbys, failover times](benchmarks.svg)
-
-## 1. One holder renewing one lease on one connection
-
-Each alternative has its own connection and runs back to back calls for the round's time; every
-answer is checked (a renewal that did not renew stops the run). "Time per call vs one-row
-UPDATE" is the UPDATE's calls/s over the alternative's (the mean latency ratio, per round, then
-the median of the rounds); "p50 vs one-row UPDATE" compares the two p50s; "throughput vs
-reference" is the alternative's calls/s over the reference transaction's. On a VM the time of a
-round trip can be bimodal (a fast and a slow wake-up path of the other process), so p50s can
-differ more than the means. The durations are an hour so that
-nothing expires between rounds; a lease's duration does not change what a renewal costs.
-
-### Unix socket
-
-{{single_socket}}
-
-{{socket_note}}
-
-### Loopback TCP through a relay adding 0.5 ms each way
-
-The database is usually on another host: every round trip then costs a network RTT, and the
-reference's three round trips cost three. The relay (`bench/src/link.rs`) holds every
-chunk for 0.5 ms in each direction with microsecond sleeps; the harness's `tests/src/proxy.rs`
-sleeps on tokio's timer, which rounds each delay up to whole milliseconds, so it would have
-added several times the asked-for delay to every round trip.
-
-{{single_delayed}}
-
-{{link_note}}
-
-What each row is:
-
-{{alternatives}}
-
-## 2. Many leases: 10,000 leases over 1 to 16 connections
-
-10,000 leases are taken by one holder; then each of N connections renews its own share (lease
-i goes to connection i mod N) back to back with `lease_lock.lease_refresh`. The durable-commit floor runs
-the same way: N connections each updating their own rows of a 10,000-row table (one-row
-autocommit `UPDATE`s of a non-indexed column). WAL syncs are the `pg_stat_wal.wal_sync` counter
-over the timed period (every backend made to publish its counters before and after): one
-connection pays one flush per renewal; more connections share flushes (group commit), which is
-how throughput can pass one connection's flush rate. On 2 cores the server's and this client's
-CPU is shared, so the plateau is where CPU or flushes run out, whichever comes first.
-
-{{many}}
-
-{{many_note}}
-
-## 3. Contention: one holder, 0 to 100 standbys polling every 100 ms
-
-The holder renews back to back (one renewal in flight, as fast as it can) on its own thread and
-connection for the round's time; the standbys, each on its own connection, poll the same lease
-every 100 ms with their phases spread evenly, and are refused. For lease_lock the holder calls
-`lease_lock.lease_refresh` and the standbys `lease_lock.lease_acquire`, which only reads a lease that someone else
-holds. For the reference, holder and standbys run its BEGIN; upsert; COMMIT: a standby's failed
-upsert still locks the holder's row until its COMMIT arrives, so the holder waits behind it.
-Ratios are to the same system with no standbys. (Back to back rather than at a fixed rate: on a
-VM a paced holder's latency is dominated by waking up from idle, which hides what the standbys
-do.) The standbys' backends and their client side (in the runner process) share the two cores
-with the holder, so the CPU the standbys use shows here too: lease_lock's standbys take no lock
-on the holder's row, so that CPU is what they can cost it.
-
-### Unix socket
-
-{{contention}}
-
-### Loopback TCP, 0.5 ms each way
-
-Every client, holder and standbys, behind the delayed link: a reference standby's row lock now
-lasts at least one network round trip (from its upsert to its COMMIT).
-
-{{contention_delayed}}
-
-## 4. Fenced writes
-
-A write of protected data inside a transaction that first calls `lease_lock.lease_fence` with the
-tenure's token, against the same transaction without it. Both are one simple-query batch (one
-round trip), on one connection, interleaved in rounds; the `INSERT` appends a row to a table
-with a bigserial key, and each transaction commits with one WAL flush.
-
-{{fence}}
-
-## 5. Failover through the Rust client
-
-Graceful: two `LeaseClient`s (lease 10 s, refresh 1 s, the defaults) take turns; the standby
-has been refused once and sleeps in `acquire()` until the holder's expiry or a release
-notification; the holder calls `release()`. The reference-style standby instead runs the
-reference's BEGIN; upsert; COMMIT every refresh interval (±10% jitter, as the reference does)
-and its holder releases with the reference's `UPDATE ... SET expires_at=NOW()`; the release
-lands at a random phase of the polling. Crash: a child process (`bench hold`) holds the lease
-with the Rust client (lease 2 s, refresh 0.5 s) and is SIGKILLed at a random phase of its
-renewals; a standby `LeaseClient` waiting in `acquire()` in the runner takes over once the lease
-expires on the database clock: the expected time is the rest of the lease after the holder's
-last renewal plus the standby's wake-up jitter, at most the lease duration plus one retry
-interval.
-
-{{failover}}
-
-## 6. Client cost
-
-One child process per lease count holds that many leases with one `LeaseClient`
-(`for_lease` for the others: one connection, renewals pipelined over it), lease 10 s renewed
-every 1 s (the defaults), on tokio's default multi-threaded runtime. The runner reads the
-child's CPU time from `/proc/<pid>/task/*/schedstat` (nanoseconds; the 10 ms ticks of
-`/proc/<pid>/stat` are shown too) and its resident memory (`VmRSS`) from `/proc/<pid>/status`,
-over the same window after the leases were taken. The three children run at the same time.
-The child is the benchmark binary itself, so its resident memory includes the benchmark's code,
-not only the client's; the growth per extra lease is the client's.
-
-{{cost}}
-
-## 7. Renewal cost by the number of lease names
-
-One database per table size, each with its own holder connection over the Unix socket. Each
-holder takes its lease and renews it 20 times while its table holds that one row, freshly
-analysed, so its plans are prepared when the statistics say the table is tiny (the case in
-which the old code kept sequential scans until the next `ANALYZE`). Then the table is filled
-with filler names (inserted directly with the layout the functions write: this measures
-renewals, not creations; autovacuum is off for these tables, so that its first pass over the
-filled table does not compete for the cores while renewals are timed), a `CHECKPOINT` flushes them, and the holders renew one lease each,
-interleaved in rounds as in scenario 1. Every lookup by name is an index scan on the primary
-key whatever the statistics (the extension plans with sequential and bitmap scans off). The
-last column is `pg_total_relation_size` of the lease table divided by the names (filler names
-are 8-14 characters).
-
-{{scale}}
-"#;
-
-/// `docs/benchmarks.md`: the template filled with this run's tables.
+/// `docs/benchmarks.md`: the template (`benchmarks.md.j2`, the explanation around the tables)
+/// filled with this run's tables and sentences, each named `{{ name }}` there.
 pub fn docs_markdown(r: &Results) -> String {
-    let parts: [(&str, String); 13] = [
+    let parts: [(&str, String); 15] = [
         ("machine", machine_section(r)),
         ("goals", goals_section(r)),
         ("single_socket", single_table(&r.single_socket)),
@@ -704,10 +536,14 @@ pub fn docs_markdown(r: &Results) -> String {
         ("contention_delayed", contention_table(&r.contention_delayed)),
         ("fence", fence_table(r)),
         ("failover", failover_table(r)),
+        ("cost", cost_table(r)),
+        ("scale", scale_table(r)),
     ];
-    let mut doc = DOCS_TEMPLATE.to_string();
-    for (name, text) in parts {
-        doc = doc.replace(&format!("{{{{{name}}}}}"), text.trim_end());
-    }
-    doc.replace("{{cost}}", cost_table(r).trim_end()).replace("{{scale}}", scale_table(r).trim_end())
+    let context: std::collections::BTreeMap<&str, String> =
+        parts.into_iter().map(|(name, text)| (name, text.trim_end().to_string())).collect();
+    let mut env = minijinja::Environment::new();
+    env.set_keep_trailing_newline(true);
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // The template is compiled into the binary and names only these parts: it cannot fail.
+    env.render_str(include_str!("benchmarks.md.j2"), context).expect("the benchmark report template renders")
 }

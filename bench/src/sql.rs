@@ -2,6 +2,7 @@
 //! implementation's (verbatim, on its own table in the schema `reference`), and the floors.
 
 use super::BenchError;
+use anyhow::Context;
 use std::time::Duration;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
@@ -44,9 +45,8 @@ pub const REFERENCE_RELEASE: &str =
 /// # Errors
 /// The connection failed.
 pub async fn connect(conninfo: &str) -> Result<Client, BenchError> {
-    let (client, connection) = tokio_postgres::connect(conninfo, NoTls)
-        .await
-        .map_err(|e| BenchError::from_error(&format!("connecting to {conninfo}"), &e))?;
+    let (client, connection) =
+        tokio_postgres::connect(conninfo, NoTls).await.with_context(|| format!("connecting to {conninfo}"))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "benchmark connection ended");
@@ -204,7 +204,7 @@ pub fn expect(ok: bool, what: &str) -> Result<(), BenchError> {
     if ok {
         Ok(())
     } else {
-        Err(BenchError::new(format!("unexpected answer: {what}")))
+        Err(anyhow::anyhow!(format!("unexpected answer: {what}")))
     }
 }
 
