@@ -356,23 +356,7 @@ async fn elector_competes_again_after_a_loss() {
     init_tracing();
     let db = shared_cluster().fresh_database();
     let c = client(&db, "l", "elector");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let elector = tokio::spawn(async move {
-        c.run_elector(
-            move |info| {
-                let tx = tx.clone();
-                async move {
-                    tx.send(info.fencing_token()).unwrap();
-                    std::future::pending::<()>().await
-                }
-            },
-            async {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-    });
+    let (elector, mut rx, stop_tx) = spawn_elector(c);
     assert_eq!(timeout(LEASE, rx.recv()).await.unwrap(), Some(1));
     db.psql("SELECT lease_lock.lease_evict('l')");
     assert_eq!(timeout(LEASE * 2, rx.recv()).await.unwrap(), Some(2));
@@ -578,6 +562,36 @@ async fn elector_against_a_silent_server_shuts_down_on_time() {
 }
 
 /// A client on `db` through `proxy` (TCP), with a 400 ms call timeout.
+/// Runs `c`'s elector in a task: each tenure it leads sends its token on the channel and then
+/// works until cancelled; sending on the stop channel shuts the elector down.
+#[allow(clippy::type_complexity)]
+fn spawn_elector(
+    c: LeaseClient,
+) -> (
+    tokio::task::JoinHandle<Result<(), Error>>,
+    tokio::sync::mpsc::UnboundedReceiver<i64>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let elector = tokio::spawn(async move {
+        c.run_elector(
+            move |info| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(info.fencing_token()).unwrap();
+                    std::future::pending::<()>().await
+                }
+            },
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    (elector, rx, stop_tx)
+}
+
 fn proxied_client(db: &TestDb, proxy: &Proxy, lease: &str) -> LeaseClient {
     LeaseClient::builder(&format!(
         "host=127.0.0.1 port={} user=postgres dbname={} application_name=proxied",
@@ -623,23 +637,7 @@ async fn elector_over_a_black_holed_link_shuts_down_within_its_bound() {
     let proxy = proxy_to(&db).await;
     let c = proxied_client(&db, &proxy, "l");
     let call_timeout = c.config().call_timeout();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let elector = tokio::spawn(async move {
-        c.run_elector(
-            move |info| {
-                let tx = tx.clone();
-                async move {
-                    tx.send(info.fencing_token()).unwrap();
-                    std::future::pending::<()>().await
-                }
-            },
-            async {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-    });
+    let (elector, mut rx, stop_tx) = spawn_elector(c);
     assert_eq!(timeout(LEASE, rx.recv()).await.unwrap(), Some(1));
     proxy.set_stalled(true);
     sleep(REFRESH + call_timeout + Duration::from_millis(100)).await; // a renewal timed out
