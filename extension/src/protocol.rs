@@ -319,8 +319,9 @@ impl LeaseCall<'_> {
         Ok(())
     }
 
-    /// A holder id is bound to the role that took the tenure: another role that presents it (it
-    /// is visible in `lease_status`) gets an error instead of touching the lease.
+    /// A holder id is bound to the role that took the tenure: another role that presents it
+    /// (from a log, a configuration file; `lease_status` shows it only to its own role) gets an
+    /// error instead of touching the lease.
     fn refuse_other_role(&self, holder: &Holder, state: &LeaseRow) -> Result<(), LeaseError> {
         let live = state.expires_at > self.now || state.timeline != self.timeline;
         if live && state.holder == Some(holder.bytes) && state.holder_role != Some(self.role) {

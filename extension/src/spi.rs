@@ -3,7 +3,7 @@
 //! What the query texts may resolve by name, and why that is safe (see `docs/security.md`):
 //! - the table is `lease_lock.leases`, in the schema the control
 //!   file pins, which `CREATE EXTENSION` refuses unless a superuser owns it and which
-//!   [`SpiSession::connect`] checks again at every call. PostgreSQL re-analyses a cached plan's
+//!   [`SpiSession::connect`] checks again after any schema or role change. PostgreSQL re-analyses a cached plan's
 //!   text when the plan is invalidated, so a name is looked up again then: only a superuser can
 //!   rename or replace anything in that schema;
 //! - operators and functions are spelled `OPERATOR(pg_catalog.x)` / `pg_catalog.f`, so a
@@ -18,9 +18,6 @@ use pgrx::pg_sys::{self, Datum, Oid};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
-
-/// The extension's schema, fixed by the control file (`schema = lease_lock`).
-pub use lease_lock_contract::SCHEMA;
 
 /// The statements the lease functions run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -170,6 +167,22 @@ impl Stmt {
     }
 }
 
+/// The extension's schema, fixed by the control file (`schema = lease_lock`):
+/// `lease_lock_contract::SCHEMA` as a C string (a test checks they agree).
+const SCHEMA_C: &std::ffi::CStr = c"lease_lock";
+
+thread_local! {
+    // Whether the schema check passed since the last pg_namespace or pg_authid invalidation.
+    static SCHEMA_CHECKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static SCHEMA_CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A schema or a role changed somewhere: check the schema's owner again on the next call.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn schema_may_have_changed(_arg: Datum, _cache: i32, _hash: u32) {
+    SCHEMA_CHECKED.set(false);
+}
+
 thread_local! {
     // Backend-local: PostgreSQL backends are single-threaded processes. A DROP/CREATE EXTENSION
     // re-creates the tables under the same names; plan invalidation picks the new ones up.
@@ -190,10 +203,32 @@ pub enum Snapshot {
 }
 
 impl SpiSession {
-    /// Opens SPI for one call, after checking that a superuser still owns the schema (two
-    /// syscache hits: well under a microsecond).
+    /// Opens SPI for one call, after checking that a superuser still owns the schema. The check
+    /// runs again only after a change to `pg_namespace` or `pg_authid` reached this backend
+    /// (an owner change, a role losing superuser), which is when the answer can change: the
+    /// same moments a per-call catalog lookup would see it, without its cost on every renewal.
     pub fn connect() -> Result<SpiSession, LeaseError> {
-        Self::check_schema()?;
+        if !SCHEMA_CHECKED.get() {
+            if !SCHEMA_CALLBACKS.replace(true) {
+                // SAFETY: registers callbacks with the signature syscache callbacks have.
+                unsafe {
+                    for cache in [pg_sys::SysCacheIdentifier::NAMESPACEOID, pg_sys::SysCacheIdentifier::AUTHOID] {
+                        pg_sys::CacheRegisterSyscacheCallback(
+                            cache as _,
+                            Some(schema_may_have_changed),
+                            Datum::from(0),
+                        );
+                    }
+                }
+            }
+            // Marked checked before the check: an invalidation that arrives during the check's
+            // own catalog lookups clears it again, so the next call checks once more.
+            SCHEMA_CHECKED.set(true);
+            if let Err(e) = Self::check_schema() {
+                SCHEMA_CHECKED.set(false);
+                return Err(e);
+            }
+        }
         // SAFETY: called inside a function PostgreSQL invoked (a transaction is open); the
         // matching SPI_finish is in Drop, or AtEOXact_SPI on error.
         unsafe { pg_sys::SPI_connect() };
@@ -203,10 +238,9 @@ impl SpiSession {
     /// Refuses to run the queries unless the schema is owned by a superuser: its owner could
     /// otherwise swap the tables the cached plans name (`CREATE EXTENSION` checks the same).
     fn check_schema() -> Result<(), LeaseError> {
-        let name = CString::new(SCHEMA).expect("no NUL");
         // SAFETY: catalog lookups inside a transaction; the name is a valid C string.
         let (schema, owner) = unsafe {
-            let schema = pg_sys::get_namespace_oid(name.as_ptr(), true);
+            let schema = pg_sys::get_namespace_oid(SCHEMA_C.as_ptr(), true);
             let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::NAMESPACEOID as _, Datum::from(schema));
             if tuple.is_null() {
                 (schema, None)
@@ -430,5 +464,13 @@ impl FenceRow {
             holder_role: row.oid(2),
             expires_at: Row::not_null(row.i64(3), "expires_at")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_schema_name_agrees_with_the_contract() {
+        assert_eq!(super::SCHEMA_C.to_str(), Ok(lease_lock_contract::SCHEMA));
     }
 }
