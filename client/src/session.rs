@@ -33,6 +33,14 @@ use uuid::Uuid;
 /// per quarter refresh interval), and only the answer of that call can grant the lease.
 pub const RELEASE_CHANNEL: &str = lease_lock_contract::RELEASE_CHANNEL;
 
+/// The two calls that answer with a grant; the value is the index of the call's prepared
+/// statement (the third, release, follows them).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GrantCall {
+    Acquire = 0,
+    Refresh = 1,
+}
+
 /// The statements of the three lease calls, with the extension's schema in them.
 #[derive(Debug)]
 struct Sql {
@@ -134,19 +142,21 @@ impl DbConn {
         !*self.closed.borrow() && !self.discarded.load(Ordering::Relaxed) && !self.client.is_closed()
     }
 
-    /// `which` is 0 for `lease_acquire`, 1 for `lease_refresh`.
     async fn grant(
         &self,
-        which: usize,
+        call: GrantCall,
         holder: Uuid,
         duration: Duration,
         name: &str,
     ) -> Result<Grant, tokio_postgres::Error> {
         let interval = PgInterval(duration);
         let row = match &self.statements {
-            Some(statements) => self.client.query_one(&statements[which], &[&holder, &interval, &name]).await?,
+            Some(statements) => self.client.query_one(&statements[call as usize], &[&holder, &interval, &name]).await?,
             None => {
-                let sql = if which == 0 { &self.sql.acquire } else { &self.sql.refresh };
+                let sql = match call {
+                    GrantCall::Acquire => &self.sql.acquire,
+                    GrantCall::Refresh => &self.sql.refresh,
+                };
                 let params: [(&(dyn ToSql + Sync), Type); 3] =
                     [(&holder, Type::UUID), (&interval, Type::INTERVAL), (&name, Type::TEXT)];
                 let rows = self.client.query_typed(sql, &params).await?;
@@ -154,17 +164,19 @@ impl DbConn {
             }
         };
         let (acquired, fencing_token): (bool, Option<i64>) = (row.get(0), row.get(1));
-        let continued =
-            which == 0 && acquired && fencing_token.is_some() && row.get::<_, Option<i64>>(3) == fencing_token;
+        let continued = call == GrantCall::Acquire
+            && acquired
+            && fencing_token.is_some()
+            && row.get::<_, Option<i64>>(3) == fencing_token;
         Ok(Grant { acquired, fencing_token, expires_at: row.get(2), continued })
     }
 
     pub async fn acquire(&self, holder: Uuid, duration: Duration, name: &str) -> Result<Grant, tokio_postgres::Error> {
-        self.grant(0, holder, duration, name).await
+        self.grant(GrantCall::Acquire, holder, duration, name).await
     }
 
     pub async fn refresh(&self, holder: Uuid, duration: Duration, name: &str) -> Result<Grant, tokio_postgres::Error> {
-        self.grant(1, holder, duration, name).await
+        self.grant(GrantCall::Refresh, holder, duration, name).await
     }
 
     pub async fn release(&self, holder: Uuid, name: &str) -> Result<bool, tokio_postgres::Error> {
