@@ -8,7 +8,7 @@ use crate::lease::{Lease, LeaseInfo, Tenure};
 use crate::session::{CallError, DbConn, Grant, Session, Tls};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
@@ -252,7 +252,7 @@ impl LeaseClient {
         let session = &self.shared.session;
         let claims = &self.shared.claims;
         let conn = session.conn().await.map_err(AttemptError::Connect)?;
-        let (sent_at, sent_boot) = (Instant::now(), crate::lease::boottime_ns());
+        let (sent_at, sent_boot) = (tokio::time::Instant::now(), crate::lease::boottime_ns());
         // Armed while the call is in flight: if this future is dropped then, the acquire may
         // still run on the server, and a release queued behind it on the same connection
         // undoes it.

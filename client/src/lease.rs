@@ -16,6 +16,7 @@
 
 use crate::backoff::Backoff;
 use crate::claims::{Claims, HandleClaim};
+use crate::config::LeaseConfig;
 use crate::error::Error;
 use crate::session::{CallError, Grant, Session};
 use std::future::Future;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::sleep_until;
+use tokio::time::{sleep_until, Instant as TokioInstant};
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
 
@@ -67,7 +68,8 @@ impl LeaseState {
     /// Whether the lease is held now: `Held` and the local deadline not yet passed on the
     /// monotonic clock. Prefer [`Lease::is_held`], which also counts suspended time.
     pub fn is_held(&self) -> bool {
-        matches!(self, LeaseState::Held { valid_until, .. } if Instant::now() < *valid_until)
+        // tokio's clock: the same as the system's monotonic clock, except in tests that pause it.
+        matches!(self, LeaseState::Held { valid_until, .. } if TokioInstant::now().into_std() < *valid_until)
     }
 }
 
@@ -285,27 +287,83 @@ impl Lease {
     }
 }
 
+/// The calls the renewal task makes. [`Session`] makes them on the database; the tests below
+/// drive the task with a scripted fake under tokio's paused clock, so that deadlines, losses,
+/// retries and releases are checked to the tick without a server.
+pub(crate) trait RenewCalls: Send + Sync + 'static {
+    fn config(&self) -> &LeaseConfig;
+
+    /// Resolves when the connection a renewal would use now is closed; never resolves when none
+    /// is open. Must not open one: that could outlast the deadline, which must fire on time.
+    fn connection_closed(&self) -> impl Future<Output = ()> + Send;
+
+    /// One `lease_refresh`, connecting first if needed, given up at `deadline`.
+    fn refresh(
+        &self,
+        holder: Uuid,
+        name: &str,
+        deadline: TokioInstant,
+    ) -> impl Future<Output = Result<Grant, String>> + Send;
+
+    /// One `lease_release`, connecting first if needed.
+    fn release(&self, holder: Uuid, name: &str) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Now on CLOCK_BOOTTIME, in nanoseconds ([`boottime_ns`]).
+    fn boot_ns(&self) -> u64 {
+        boottime_ns()
+    }
+}
+
+impl RenewCalls for Session {
+    fn config(&self) -> &LeaseConfig {
+        Session::config(self)
+    }
+
+    async fn connection_closed(&self) {
+        match self.current() {
+            Some(conn) => conn.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn refresh(&self, holder: Uuid, name: &str, deadline: TokioInstant) -> Result<Grant, String> {
+        let conn = self.conn().await.map_err(|e| e.to_string())?;
+        let remaining = deadline.saturating_duration_since(TokioInstant::now());
+        let call = conn.refresh(holder, self.config().lease_duration(), name);
+        self.call(&conn, Some(remaining), call).await.map_err(|e: CallError| e.to_string())
+    }
+
+    async fn release(&self, holder: Uuid, name: &str) -> Result<bool, Error> {
+        let conn = self.conn().await?;
+        match self.call(&conn, None, conn.release(holder, name)).await {
+            Ok(released) => Ok(released),
+            Err(CallError::Db(e)) => Err(Error::Release(e)),
+            Err(CallError::Timeout(d)) => Err(Error::CallTimeout(d)),
+        }
+    }
+}
+
 /// Everything the renewal task needs.
-pub(crate) struct Tenure {
-    pub session: Arc<Session>,
+pub(crate) struct Tenure<S = Session> {
+    pub session: Arc<S>,
     pub lease_name: Arc<str>,
     pub holder_id: Uuid,
     pub fencing_token: i64,
     pub expires_at: SystemTime,
     /// Send time of the `lease_acquire` call that started (or renewed) this tenure.
-    pub confirmed_at: Instant,
+    pub confirmed_at: TokioInstant,
     /// The same moment on CLOCK_BOOTTIME ([`boottime_ns`]).
     pub confirmed_boot_ns: u64,
 }
 
 impl Lease {
     /// Starts renewing a tenure just acquired and returns its handle.
-    pub(crate) fn start(tenure: Tenure, claim: HandleClaim) -> Lease {
+    pub(crate) fn start<S: RenewCalls>(tenure: Tenure<S>, claim: HandleClaim) -> Lease {
         let deadline = tenure.session.config().renew_deadline();
         let (state_tx, state) = watch::channel(LeaseState::Held {
             fencing_token: tenure.fencing_token,
             expires_at: tenure.expires_at,
-            valid_until: tenure.confirmed_at + deadline,
+            valid_until: (tenure.confirmed_at + deadline).into_std(),
         });
         let (commands, command_rx) = mpsc::channel(1);
         let boot_deadline = Arc::new(AtomicU64::new(tenure.confirmed_boot_ns + deadline.as_nanos() as u64));
@@ -337,8 +395,8 @@ impl Lease {
 }
 
 /// The renewal task. Ends when the lease is lost, released, or its handle dropped.
-async fn renew(
-    t: Tenure,
+async fn renew<S: RenewCalls>(
+    t: Tenure<S>,
     claims: &Claims,
     state: watch::Sender<LeaseState>,
     boot_deadline: Arc<AtomicU64>,
@@ -347,7 +405,7 @@ async fn renew(
     let config = t.session.config().clone();
     let mut confirmed_at = t.confirmed_at;
     // After a suspend the monotonic timers below fire late; this catches up at each wake.
-    let suspended_past_deadline = || boottime_ns() >= boot_deadline.load(Ordering::Acquire);
+    let suspended_past_deadline = || t.session.boot_ns() >= boot_deadline.load(Ordering::Acquire);
     let mut next_refresh = confirmed_at + config.refresh_interval();
     let mut retry = Backoff::new(config.refresh_interval() / 8, config.refresh_interval());
     let mut last_error: Option<String> = None;
@@ -355,42 +413,24 @@ async fn renew(
 
     loop {
         let deadline = confirmed_at + config.renew_deadline();
-        // The connection we would renew on, to notice at once when it drops. Only peek: opening
-        // one here could outlast the deadline, which must fire on time.
-        let conn = t.session.current();
-        let connection_closed = async {
-            match &conn {
-                Some(c) => c.closed().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
             command = commands.recv() => return finish(&t, claims, &state, command).await,
-            _ = sleep_until(deadline.into()) => return lose(&state, LossReason::RenewDeadline { last_error }),
-            _ = sleep_until(next_refresh.into()) => {}
-            _ = connection_closed => debug!("connection closed: renewing now"),
+            _ = sleep_until(deadline) => return lose(&state, LossReason::RenewDeadline { last_error }),
+            _ = sleep_until(next_refresh) => {}
+            _ = t.session.connection_closed() => debug!("connection closed: renewing now"),
         }
-        drop(conn);
         if suspended_past_deadline() {
             return lose(&state, LossReason::RenewDeadline { last_error });
         }
 
-        let sent_at = Instant::now();
-        let sent_boot = boottime_ns();
-        let attempt = async {
-            let conn = t.session.conn().await.map_err(|e| e.to_string())?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            t.session
-                .call(&conn, Some(remaining), conn.refresh(t.holder_id, config.lease_duration(), &t.lease_name))
-                .await
-                .map_err(|e: CallError| e.to_string())
-        };
+        let sent_at = TokioInstant::now();
+        let sent_boot = t.session.boot_ns();
         let outcome = tokio::select! {
             biased;
             command = commands.recv() => return finish(&t, claims, &state, command).await,
-            _ = sleep_until(deadline.into()) => return lose(&state, LossReason::RenewDeadline { last_error }),
-            outcome = attempt => outcome,
+            _ = sleep_until(deadline) => return lose(&state, LossReason::RenewDeadline { last_error }),
+            outcome = t.session.refresh(t.holder_id, &t.lease_name, deadline) => outcome,
         };
         if suspended_past_deadline() {
             return lose(&state, LossReason::RenewDeadline { last_error });
@@ -407,7 +447,7 @@ async fn renew(
                 state.send_replace(LeaseState::Held {
                     fencing_token: token,
                     expires_at,
-                    valid_until: sent_at + config.renew_deadline(),
+                    valid_until: (sent_at + config.renew_deadline()).into_std(),
                 });
                 debug!("renewed");
             }
@@ -428,7 +468,7 @@ async fn renew(
             Err(e) => {
                 warn!(error = %e, "renewal failed; retrying until the renew deadline");
                 last_error = Some(e);
-                next_refresh = Instant::now() + retry.next();
+                next_refresh = TokioInstant::now() + retry.next();
             }
         }
     }
@@ -440,11 +480,20 @@ fn lose(state: &watch::Sender<LeaseState>, reason: LossReason) {
 }
 
 /// Handles a release request, or the handle being dropped (`None`): release, then report.
-async fn finish(t: &Tenure, claims: &Claims, state: &watch::Sender<LeaseState>, command: Option<Command>) {
-    let result = release(t).await;
-    if result.is_ok() {
-        // Released, or the server says it was no longer ours: no tenure left under our id.
-        claims.tenure_ended(&t.lease_name);
+async fn finish<S: RenewCalls>(
+    t: &Tenure<S>,
+    claims: &Claims,
+    state: &watch::Sender<LeaseState>,
+    command: Option<Command>,
+) {
+    let result = t.session.release(t.holder_id, &t.lease_name).await;
+    match &result {
+        Ok(released) => {
+            info!(released, "lease released");
+            // Released, or the server says it was no longer ours: no tenure left under our id.
+            claims.tenure_ended(&t.lease_name);
+        }
+        Err(e) => debug!(error = %e, "release failed"),
     }
     state.send_replace(LeaseState::Released);
     match command {
@@ -458,14 +507,5 @@ async fn finish(t: &Tenure, claims: &Claims, state: &watch::Sender<LeaseState>, 
     }
 }
 
-async fn release(t: &Tenure) -> Result<bool, Error> {
-    let conn = t.session.conn().await?;
-    match t.session.call(&conn, None, conn.release(t.holder_id, &t.lease_name)).await {
-        Ok(released) => {
-            info!(released, "lease released");
-            Ok(released)
-        }
-        Err(CallError::Db(e)) => Err(Error::Release(e)),
-        Err(CallError::Timeout(d)) => Err(Error::CallTimeout(d)),
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -139,7 +139,7 @@ impl Harness {
 
     fn psql(&self, sql: &str) -> Option<String> {
         // The harness's own link to the server: direct, never faulted.
-        let output = Command::new(format!("{}/psql", lease_lock_tests::cluster::PG_BIN))
+        let output = Command::new(format!("{}/psql", lease_lock_tests::cluster::pg_bin()))
             .args(["-X", "-q", "-A", "-t", "-d", &self.cluster.conninfo(&self.db), "-c", sql])
             .stdin(Stdio::null())
             .output()
@@ -401,19 +401,12 @@ pub async fn run(config: RunConfig) -> (Report, Vec<(Fault, usize)>) {
             logs.push(log);
         }
     }
-    let rows = harness
-        .psql("SELECT client, token, seq FROM history ORDER BY pg_xact_commit_timestamp(xmin), id")
-        .unwrap_or_default();
-    let history: Vec<HistoryRow> = rows
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split('|');
-            Some(HistoryRow {
-                client: f.next()?.to_string(),
-                token: f.next()?.parse().ok()?,
-                seq: f.next()?.parse().ok()?,
-            })
-        })
+    let history: Vec<HistoryRow> = harness
+        .cluster
+        .query(&harness.db, "SELECT client, token, seq FROM history ORDER BY pg_xact_commit_timestamp(xmin), id", &[])
+        .await
+        .iter()
+        .map(|r| HistoryRow { client: r.get(0), token: r.get(1), seq: r.get::<_, i64>(2) as u64 })
         .collect();
     let faults = harness.faults.lock().unwrap().clone();
     let fault_lines: Vec<String> =

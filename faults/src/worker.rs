@@ -173,7 +173,15 @@ impl Drop for AbortOnDrop {
 /// The application's own connection, reopened when it breaks.
 struct AppConnection {
     conninfo: String,
-    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    client: tokio::sync::Mutex<Option<AppClient>>,
+}
+
+/// An open application connection and its two writes, prepared once so that each write is one
+/// round trip (one statement: the fence and the insert commit or fail together).
+struct AppClient {
+    client: tokio_postgres::Client,
+    fenced: tokio_postgres::Statement,
+    unfenced: tokio_postgres::Statement,
 }
 
 impl AppConnection {
@@ -181,31 +189,42 @@ impl AppConnection {
         AppConnection { conninfo: conninfo.to_string(), client: tokio::sync::Mutex::new(None) }
     }
 
+    async fn open(&self) -> Result<AppClient, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(&self.conninfo, NoTls).await?;
+        tokio::spawn(connection);
+        // lease_fence returns void: one row, so one insert, after the fence passed.
+        let fenced = client
+            .prepare(
+                "INSERT INTO history (client, token, seq) \
+                 SELECT $1::text, $2::bigint, $3::bigint FROM lease_lock.lease_fence($2, $4)",
+            )
+            .await?;
+        let unfenced = client.prepare("INSERT INTO history (client, token, seq) VALUES ($1, $2, $3)").await?;
+        Ok(AppClient { client, fenced, unfenced })
+    }
+
     /// One protected write; `Err` carries the SQLSTATE or a short reason.
     async fn write(&self, client: &str, token: i64, seq: u64, fence: bool) -> Result<(), String> {
         let mut slot = self.client.lock().await;
-        if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            let connect = tokio_postgres::connect(&self.conninfo, NoTls);
-            let (c, connection) = tokio::time::timeout(Duration::from_millis(500), connect)
+        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+            let opened = tokio::time::timeout(Duration::from_millis(500), self.open())
                 .await
                 .map_err(|_| "connect-timeout".to_string())?
                 .map_err(|e| format!("connect:{}", e.code().map_or("io", |c| c.code())))?;
-            tokio::spawn(connection);
-            *slot = Some(c);
+            *slot = Some(opened);
         }
         let c = slot.as_ref().unwrap();
-        let fence_sql =
-            if fence { format!("SELECT lease_lock.lease_fence({token}, '{LEASE_NAME}');") } else { String::new() };
-        let sql = format!(
-            "BEGIN; {fence_sql} INSERT INTO history (client, token, seq) VALUES ('{client}', {token}, {seq}); COMMIT;"
-        );
-        match tokio::time::timeout(Duration::from_millis(500), c.batch_execute(&sql)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                let code = e.code().map_or("io", |c| c.code()).to_string();
-                let _ = c.batch_execute("ROLLBACK").await;
-                Err(code)
+        let seq = i64::try_from(seq).expect("sequence numbers fit in bigint");
+        let write = async {
+            if fence {
+                c.client.execute(&c.fenced, &[&client, &token, &seq, &LEASE_NAME]).await
+            } else {
+                c.client.execute(&c.unfenced, &[&client, &token, &seq]).await
             }
+        };
+        match tokio::time::timeout(Duration::from_millis(500), write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.code().map_or("io", |c| c.code()).to_string()),
             Err(_) => {
                 // Unknown outcome; drop the connection (a stalled link) and reconnect next time.
                 *slot = None;

@@ -1,4 +1,4 @@
-//! Throwaway PostgreSQL 15 clusters and fresh databases for tests.
+//! Throwaway PostgreSQL clusters and fresh databases for tests, of the major [`pg_bin`] names.
 //!
 //! A cluster lives in a temporary directory, listens on a free port (Unix socket in that
 //! directory and 127.0.0.1) with trust authentication, runs as the `postgres` OS user when we are
@@ -10,8 +10,20 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-/// The PostgreSQL 15 binaries.
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The binaries of the PostgreSQL major under test: `$PG_BIN` when set (`scripts/test.sh` sets it
+/// for every major, see `scripts/lib/pg.sh`), else Debian's for `$PG_MAJOR` (default 15).
+pub fn pg_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("PG_BIN") {
+        Ok(bin) if !bin.is_empty() => bin,
+        _ => format!("/usr/lib/postgresql/{}/bin", pg_major()),
+    })
+}
+
+/// The PostgreSQL major under test: `$PG_MAJOR`, default 15.
+pub fn pg_major() -> u32 {
+    std::env::var("PG_MAJOR").ok().and_then(|m| m.parse().ok()).unwrap_or(15)
+}
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -19,7 +31,7 @@ fn is_root() -> bool {
 
 /// A command run as the cluster's OS user.
 pub fn pg_command(program: &str) -> Command {
-    let path = if program.contains('/') { program.to_string() } else { format!("{PG_BIN}/{program}") };
+    let path = if program.contains('/') { program.to_string() } else { format!("{}/{program}", pg_bin()) };
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", &path]);
@@ -139,7 +151,7 @@ impl TestCluster {
 
     /// Runs SQL with psql (autocommit), returning unaligned, tuples-only output.
     pub fn psql(&self, dbname: &str, sql: &str) -> String {
-        let output = Command::new(format!("{PG_BIN}/psql"))
+        let output = Command::new(format!("{}/psql", pg_bin()))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.conninfo(dbname), "-c", sql])
             .stdin(Stdio::null())
             .output()
@@ -148,12 +160,41 @@ impl TestCluster {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// A tokio-postgres connection to `dbname` over the Unix socket (its driver spawned on the
+    /// current runtime).
+    pub async fn connect(&self, dbname: &str) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conninfo(dbname), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// Runs one parameterised statement on its own connection and returns the rows, typed by
+    /// the caller (`row.get::<_, T>(i)`), so tests never parse text output.
+    pub async fn query(
+        &self,
+        dbname: &str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
+        let client = self.connect(dbname).await;
+        client.query(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// A new database with `CREATE EXTENSION lease_lock`, dropped when the guard is.
     pub fn fresh_database(&self) -> TestDb<'_> {
+        let db = self.empty_database();
+        db.psql("CREATE EXTENSION lease_lock");
+        db
+    }
+
+    /// A new database without the extension, dropped when the guard is.
+    pub fn empty_database(&self) -> TestDb<'_> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!("ll_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         self.psql("postgres", &format!("CREATE DATABASE {name}"));
-        self.psql(&name, "CREATE EXTENSION lease_lock");
         TestDb { cluster: self, name }
     }
 }
@@ -195,18 +236,22 @@ impl TestDb<'_> {
 
     /// A tokio-postgres connection (its driver spawned on the current runtime).
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.conninfo(), tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        client
+        self.cluster.connect(&self.name).await
+    }
+
+    /// Runs one parameterised statement; see [`TestCluster::query`].
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
+        self.cluster.query(&self.name, sql, params).await
     }
 }
 
 impl Drop for TestDb<'_> {
     fn drop(&mut self) {
-        let _ = Command::new(format!("{PG_BIN}/psql"))
+        let _ = Command::new(format!("{}/psql", pg_bin()))
             .args(["-X", "-q", "-d", &self.cluster.conninfo("postgres")])
             .args(["-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
             .stdout(Stdio::null())

@@ -26,10 +26,11 @@ pub fn record_states(lease: &Lease) -> tokio::task::JoinHandle<Vec<(Instant, Lea
     })
 }
 
-/// Polls `check` every 20 ms until it holds; panics after `limit`, naming `what`.
-pub async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+/// Polls `check` every 20 ms until it holds; panics after `limit`, naming `what`. `check` may
+/// query the database (`async || status(&db).await.held`).
+pub async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
-    while !check() {
+    while !check().await {
         assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -2,7 +2,7 @@
 //! new lease names, and backups (`pg_dump` by the database owner, restore into another cluster).
 //! Single-session contract: `sql/regress`; two-session orderings: `sql/isolation`.
 
-use lease_lock_tests::cluster::{pg_command, PG_BIN};
+use lease_lock_tests::cluster::{pg_bin, pg_command};
 use lease_lock_tests::{shared_cluster, TestCluster};
 use std::process::Stdio;
 use uuid::Uuid;
@@ -62,7 +62,7 @@ fn the_database_owner_can_dump_the_lease_rows() {
     );
     db.psql(&format!("ALTER DATABASE {} OWNER TO ll_backup_owner", db.name));
     db.psql("SELECT acquired FROM lease_lock.lease_acquire(gen_random_uuid(), '1 hour', 'dumped')");
-    let output = pg_command(&format!("{PG_BIN}/pg_dump"))
+    let output = pg_command(&format!("{}/pg_dump", pg_bin()))
         .args(["-h", cluster.socket_dir().to_str().unwrap(), "-p", &cluster.port().to_string()])
         .args(["-U", "ll_backup_owner", &db.name])
         .stdin(Stdio::null())
@@ -90,7 +90,7 @@ fn a_restored_tenure_belongs_to_the_role_of_the_same_name() {
     db.psql(&format!(
         "SET ROLE ll_restored_app; SELECT acquired FROM lease_lock.lease_acquire('{holder}', '1 hour', 'moved')"
     ));
-    let dump = pg_command(&format!("{PG_BIN}/pg_dump"))
+    let dump = pg_command(&format!("{}/pg_dump", pg_bin()))
         .args(["-d", &db.conninfo(), "--no-owner", "--no-privileges"])
         .stdin(Stdio::null())
         .output()
@@ -101,7 +101,7 @@ fn a_restored_tenure_belongs_to_the_role_of_the_same_name() {
     let target = TestCluster::start(&[]);
     target.psql("postgres", "CREATE ROLE ll_filler_1; CREATE ROLE ll_filler_2; CREATE ROLE ll_restored_app");
     target.psql("postgres", "CREATE DATABASE restored");
-    let restore = std::process::Command::new(format!("{PG_BIN}/psql"))
+    let restore = std::process::Command::new(format!("{}/psql", pg_bin()))
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &target.conninfo("restored")])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
