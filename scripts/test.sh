@@ -1,32 +1,46 @@
 #!/usr/bin/env bash
-# Runs every test suite of lease_lock against throwaway PostgreSQL 15 clusters and ends with one
-# line "N passed, N failed" summing them all. Exits non-zero on any failure.
+# Runs the test suites of lease_lock against throwaway PostgreSQL clusters and ends with one line
+# "N passed, N failed" summing them all. Exits non-zero on any failure.
 #
-#   scripts/test.sh                 every suite
-#   scripts/test.sh regress client  only the named suites
+#   scripts/test.sh                   every suite on PostgreSQL 15, then the matrix suites on
+#                                     16, 17 and 18 (fetched into target/pg by scripts/lib/pg.sh)
+#   scripts/test.sh regress client    only the named suites, on 15 then on the other majors
+#   PG_MAJOR=17 scripts/test.sh       every suite (or the named ones) on PostgreSQL 17 only
+#   PG_MAJORS="15 18" scripts/test.sh the named majors, the first with every suite
 #
 # Suites: lint (rustfmt, clippy, examples, the tls feature), regress (pg_regress), isolation (two-session
 # specs), client (Rust client unit, doc and integration tests), examples (the SQL-only examples in
 # sql/examples, psql/bash and Python), faults (the fault harness, 60 s, and its negative control),
-# pgrx (#[pg_test] unit tests).
+# pgrx (#[pg_test] unit tests), package (the .deb and tarball, installed, then pg_regress). The matrix runs MATRIX_SUITES on the majors after the first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 source scripts/lib/cluster.sh
 
-scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
-
-ALL_SUITES=(lint regress isolation client examples faults pgrx)
+ALL_SUITES=(lint regress isolation client examples faults pgrx package)
+# On the majors after the first: what differs by major (the build, the SQL contract, concurrency,
+# the client against that server, #[pg_test]). lint is the same code, and the examples and the
+# fault run exercise the client and the protocol more than the server major.
+MATRIX_SUITES=(regress isolation client pgrx package)
+if [ -n "${PG_MAJOR:-}" ]; then
+    MAJORS=("$PG_MAJOR")
+else
+    read -r -a MAJORS <<<"${PG_MAJORS:-15 16 17 18}"
+fi
 [ $# -gt 0 ] && SUITES=("$@") || SUITES=("${ALL_SUITES[@]}")
 PASSED=0
 FAILED=0
 SUMMARY=()
+MAJOR_PASSED=0
+MAJOR_FAILED=0
 
 # record SUITE PASSED FAILED
 record() {
     PASSED=$((PASSED + $2))
     FAILED=$((FAILED + $3))
-    SUMMARY+=("$(printf '%-10s %4d passed, %d failed' "$1" "$2" "$3")")
+    MAJOR_PASSED=$((MAJOR_PASSED + $2))
+    MAJOR_FAILED=$((MAJOR_FAILED + $3))
+    SUMMARY+=("$(printf 'pg%-3s %-10s %4d passed, %d failed' "$PG_MAJOR" "$1" "$2" "$3")")
 }
 
 # A scratch directory the postgres OS user can write (tests run PostgreSQL as postgres when root).
@@ -50,20 +64,20 @@ suite_pgrx() {
     log=$pgdata.log
     local runas=()
     [ "$(id -u)" = 0 ] && runas=(--runas postgres)
-    (cd extension && cargo pgrx test pg15 "${runas[@]}" --pgdata "$pgdata/data") >"$log" 2>&1
+    (cd extension && cargo pgrx test "pg$PG_MAJOR" "${runas[@]}" --pgdata "$pgdata/data") >"$log" 2>&1
     local status=$?
     read -r p f < <(cargo_counts <"$log")
     if [ $status -ne 0 ] && [ "$f" = 0 ]; then f=1; tail -40 "$log"; fi
     [ "$f" != 0 ] && grep -E "^test .*FAILED|panicked|ERROR" "$log" | head -40
     record pgrx "$p" "$f"
     rm -rf "$pgdata" "$log"
-    # `cargo pgrx test` installed its test build (with the `tests` schema) into the system's
+    # `cargo pgrx test` installed its test build (with the `tests` schema) into this major's
     # PostgreSQL: put the release build back for the other suites and for users.
     scripts/setup.sh >/dev/null 2>&1 || record reinstall 0 1
 }
 
 # run_pg_regress SUITE RUNNER INPUT_DIR TESTS...: a pg_regress-style runner against a throwaway
-# cluster; counts its "... ok" / "... FAILED" lines.
+# cluster; counts its passed and failed tests.
 run_pg_regress() {
     local suite=$1 runner=$2 input=$3
     shift 3
@@ -74,10 +88,11 @@ run_pg_regress() {
     (
         cluster_start
         as_pg "$runner" --inputdir="$work" --outputdir="$work" --host="$PGHOST" --port="$PGPORT" \
-            --user=postgres --dbname="lease_lock_$suite" --load-extension=lease_lock "$@"
+            --bindir="$PG_BIN" --user=postgres --dbname="lease_lock_$suite" --load-extension=lease_lock "$@"
     ) >"$work/run.log" 2>&1
-    p=$(grep -cE '\.\.\. ok' "$work/run.log")
-    f=$(grep -cE '\.\.\. FAILED' "$work/run.log")
+    # "name ... ok" up to PostgreSQL 15, TAP ("ok 1 - name", "not ok 2 - name") from 16.
+    p=$(grep -cE '\.\.\. ok|^ok [0-9]' "$work/run.log")
+    f=$(grep -cE '\.\.\. FAILED|^not ok [0-9]' "$work/run.log")
     [ "$p" = 0 ] && [ "$f" = 0 ] && f=1
     if [ "$f" != 0 ]; then cat "$work/run.log"; head -200 "$work/regression.diffs" 2>/dev/null; fi
     # ACCEPT_OUTPUT=1: take this run's output as the expected output (review the diff first!).
@@ -106,6 +121,8 @@ suite_lint() {
     check "client examples build" cargo build --quiet -p lease_lock_client --examples
     check "client tls feature" cargo check --quiet -p lease_lock_client --features tls
     check "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p lease_lock_client
+    check "META.json (PGXN) matches Cargo.toml" python3 scripts/lib/check_meta.py
+    check "shell scripts parse" bash -c 'for f in scripts/*.sh scripts/lib/*.sh sql/examples/*.sh; do bash -n "$f" || exit 1; done' 
     record lint "$CHECK_PASSED" "$CHECK_FAILED"
 }
 
@@ -157,26 +174,106 @@ suite_faults() {
     record faults "$CHECK_PASSED" "$CHECK_FAILED"
 }
 
+# The packages users install (scripts/package.sh): built for this major, installed the way a user
+# would, then pg_regress against what they installed. On 15 the Debian package goes into the
+# machine's PostgreSQL with dpkg -i (and is removed after, the source build put back); on the
+# fetched majors, which are not Debian packages, the tarball's install.sh installs into the tree
+# and the .deb's file list is checked.
+suite_package() {
+    CHECK_PASSED=0 CHECK_FAILED=0
+    local version deb tarball
+    version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+    deb=target/dist/postgresql-$PG_MAJOR-lease-lock_${version}_amd64.deb
+    tarball=target/dist/lease_lock-$version-pg$PG_MAJOR-linux-x86_64.tar.gz
+    rm -f "$deb" "$tarball"
+    check "package.sh $PG_MAJOR builds a .deb and a tarball" scripts/package.sh "$PG_MAJOR"
+    if [ ! -f "$deb" ] || [ ! -f "$tarball" ]; then
+        record package "$CHECK_PASSED" "$((CHECK_FAILED + 1))"
+        return
+    fi
+    check ".deb puts the files where postgresql-$PG_MAJOR looks" bash -c "
+        dpkg-deb --contents '$deb' | grep -q ' ./usr/lib/postgresql/$PG_MAJOR/lib/lease_lock.so\$' &&
+        dpkg-deb --contents '$deb' | grep -q ' ./usr/share/postgresql/$PG_MAJOR/extension/lease_lock.control\$' &&
+        dpkg-deb --contents '$deb' | grep -q ' ./usr/share/postgresql/$PG_MAJOR/extension/lease_lock--$version.sql\$' &&
+        dpkg-deb --field '$deb' Depends | grep -q 'postgresql-$PG_MAJOR'"
+    local sudo=
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    local libdir extdir
+    libdir=$("$PG_CONFIG" --pkglibdir)
+    extdir=$("$PG_CONFIG" --sharedir)/extension
+    if [ "$PG_MAJOR" = 15 ] && [ "$libdir" = /usr/lib/postgresql/15/lib ]; then
+        $sudo rm -f "$libdir/lease_lock.so" "$extdir"/lease_lock[.-]*
+        check "dpkg -i $deb" $sudo dpkg -i "$deb"
+    else
+        rm -f "$libdir/lease_lock.so" "$extdir"/lease_lock[.-]*
+        local unpacked
+        unpacked=$(mktemp -d)
+        tar -C "$unpacked" -xzf "$tarball"
+        check "tarball install.sh $PG_CONFIG" "$unpacked"/lease_lock-*/install.sh "$PG_CONFIG"
+        check "tarball install.sh refuses another major's pg_config" \
+            bash -c "! '$(echo "$unpacked"/lease_lock-*/install.sh)' /usr/lib/postgresql/15/bin/pg_config"
+        rm -rf "$unpacked"
+    fi
+    record package "$CHECK_PASSED" "$CHECK_FAILED"
+    local tests
+    tests=$(cd sql/regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+    # shellcheck disable=SC2086
+    run_pg_regress package_regress "$libdir/pgxs/src/test/regress/pg_regress" sql/regress $tests
+    if [ "$PG_MAJOR" = 15 ] && [ "$libdir" = /usr/lib/postgresql/15/lib ]; then
+        $sudo dpkg -r "postgresql-15-lease-lock" >/dev/null 2>&1 || record "dpkg -r" 0 1
+    fi
+    # Put the source build (and the earlier releases' scripts) back, as it was before.
+    scripts/setup.sh >/dev/null 2>&1 || record reinstall 0 1
+}
+
 suite_regress() {
     local tests
     tests=$(cd sql/regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
     # shellcheck disable=SC2086
-    run_pg_regress regress "$PG_BIN/../lib/pgxs/src/test/regress/pg_regress" sql/regress $tests
+    run_pg_regress regress "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" sql/regress $tests
 }
 
 suite_isolation() {
     local tests
     tests=$(cd sql/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort)
     # shellcheck disable=SC2086
-    run_pg_regress isolation "$PG_BIN/../lib/pgxs/src/test/isolation/pg_isolation_regress" sql/isolation $tests
+    run_pg_regress isolation "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress" sql/isolation $tests
 }
 
+# The suites on one major: install its PostgreSQL and the extension into it, then run them.
+run_major() {
+    local major=$1
+    shift
+    export PG_MAJOR=$major
+    MAJOR_PASSED=0 MAJOR_FAILED=0
+    local started=$SECONDS
+    echo "== PostgreSQL $major: $*" >&2
+    if ! PG_MAJOR=$major scripts/setup.sh || ! pg_install "$major"; then
+        record setup 0 1
+    else
+        # The harness and cluster.sh take the binaries from here.
+        export PG_BIN PG_CONFIG
+        for suite in "$@"; do
+            echo "== pg$major $suite" >&2
+            "suite_$suite"
+        done
+    fi
+    MAJOR_LINES+=("$(printf 'PostgreSQL %-3s %4d passed, %d failed (%d s)' "$major" "$MAJOR_PASSED" "$MAJOR_FAILED" $((SECONDS - started)))")
+}
+
+MAJOR_LINES=()
+run_major "${MAJORS[0]}" "${SUITES[@]}"
+matrix=()
 for suite in "${SUITES[@]}"; do
-    echo "== $suite" >&2
-    "suite_$suite"
+    [[ " ${MATRIX_SUITES[*]} " == *" $suite "* ]] && matrix+=("$suite")
+done
+for major in "${MAJORS[@]:1}"; do
+    [ ${#matrix[@]} -gt 0 ] && run_major "$major" "${matrix[@]}"
 done
 
 echo
 printf '%s\n' "${SUMMARY[@]}"
+echo
+printf '%s\n' "${MAJOR_LINES[@]}"
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

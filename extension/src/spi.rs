@@ -358,11 +358,13 @@ pub struct Row {
 impl Row {
     fn check_types(&self, stmt: Stmt) -> Result<(), LeaseError> {
         let expected = stmt.column_types();
-        // SAFETY: `desc` is SPI's valid descriptor of this result, with `natts` attributes.
+        // SAFETY: `desc` is SPI's valid descriptor of this result; SPI_gettypeid reads column
+        // `i` (1-based, at most `natts`) of it. Through SPI rather than the attribute array,
+        // whose layout changed in PostgreSQL 18.
         let matches = unsafe {
-            let desc = &*self.desc;
-            let attrs = desc.attrs.as_slice(desc.natts as usize);
-            attrs.len() == expected.len() && attrs.iter().zip(expected).all(|(a, t)| a.atttypid == *t)
+            let natts = (*self.desc).natts as usize;
+            natts == expected.len()
+                && expected.iter().enumerate().all(|(i, t)| pg_sys::SPI_gettypeid(self.desc, i as i32 + 1) == *t)
         };
         if !matches {
             return Err(LeaseError::new(

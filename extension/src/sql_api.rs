@@ -143,12 +143,6 @@ fn with_call<T>(
     let role = unsafe { pg_sys::GetUserId() };
     // SAFETY: reads the system clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    // Before PostgreSQL 15 the insertion timeline is the global ThisTimeLineID, valid in a
-    // backend once RecoveryInProgress() has returned false (above).
-    #[cfg(any(feature = "pg13", feature = "pg14"))]
-    // SAFETY: a backend-local global, set once recovery is known to be over (checked above).
-    let timeline = unsafe { pg_sys::ThisTimeLineID } as i32;
-    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
     // SAFETY: valid outside recovery (checked above).
     let timeline = unsafe { pg_sys::GetWALInsertionTimeLine() } as i32;
     let _owner = AsOwner::enter(site.owner);

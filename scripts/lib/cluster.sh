@@ -1,5 +1,6 @@
-# Throwaway PostgreSQL 15 clusters for demos and tests. Source this file; never touches the
-# machine's own clusters.
+# Throwaway PostgreSQL clusters for demos and tests. Source this file; never touches the
+# machine's own clusters. The binaries are $PG_BIN's, or else those of major $PG_MAJOR (default
+# 15) from scripts/lib/pg.sh.
 #
 #   cluster_start            starts one; sets PGHOST (socket dir), PGPORT, PGUSER=postgres, CLUSTER_DIR
 #   cluster_stop             stops it and removes its directory (also run on EXIT by cluster_start)
@@ -7,7 +8,7 @@
 #
 # Clusters use trust authentication on a Unix socket and 127.0.0.1, on a free port.
 
-PG_BIN=${PG_BIN:-$(/usr/lib/postgresql/15/bin/pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+source "$(dirname "${BASH_SOURCE[0]}")/pg.sh"
 
 as_pg() {
     if [ "$(id -u)" = 0 ]; then
@@ -23,6 +24,9 @@ free_port() {
 
 # cluster_start [extra postgres -c options...]
 cluster_start() {
+    if [ -z "${PG_BIN:-}" ]; then
+        pg_install "${PG_MAJOR:-15}" || return 1
+    fi
     CLUSTER_DIR=$(mktemp -d /tmp/ll.XXXXXX)
     chmod 755 "$CLUSTER_DIR"
     [ "$(id -u)" = 0 ] && chown postgres: "$CLUSTER_DIR"

@@ -180,7 +180,10 @@ impl TestCluster {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Vec<tokio_postgres::Row> {
         let client = self.connect(dbname).await;
-        client.query(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        client.query(sql, params).await.unwrap_or_else(|e| match e.as_db_error() {
+            Some(db) => panic!("{sql}: {} {}", db.code().code(), db.message()),
+            None => panic!("{sql}: {e}"),
+        })
     }
 
     /// A new database with `CREATE EXTENSION lease_lock`, dropped when the guard is.
