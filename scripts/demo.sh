@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds and installs lease_lock (installing what is missing), starts a throwaway PostgreSQL 15
-# and shows two holders and a takeover in plain SQL. Stops and removes the server on exit.
+# Builds and installs lease_lock (installing what is missing), starts a throwaway PostgreSQL
+# ($PG_MAJOR, default 15) and shows two holders and a takeover in plain SQL. Stops and removes
+# the server on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

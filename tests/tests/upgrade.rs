@@ -1,7 +1,8 @@
 //! Upgrading in place: a database created at the first release (0.1.0, its install script frozen
 //! in `extension/sql/lease_lock--0.1.0.sql`) with live leases is taken to this version with
 //! `ALTER EXTENSION lease_lock UPDATE` while a holder keeps renewing; nothing is lost, and the
-//! upgraded catalog equals a fresh install's.
+//! upgraded catalog equals a fresh install's. The downgrade script takes it back to a catalog
+//! equal to a fresh install of the first release.
 
 use lease_lock_client::LeaseState;
 use lease_lock_tests::leases::short_lease_client;
@@ -167,4 +168,28 @@ async fn an_upgrade_from_the_first_release_keeps_holders_tokens_and_grants_and_e
     );
     drop(db);
     cluster.psql("postgres", &format!("DROP ROLE {role}"));
+}
+
+#[tokio::test]
+async fn a_downgrade_to_the_first_release_keeps_the_leases_and_equals_its_fresh_install() {
+    init_tracing();
+    let cluster = shared_cluster();
+    let db = cluster.fresh_database();
+    let taken =
+        db.query("SELECT fencing_token FROM lease_lock.lease_acquire(gen_random_uuid(), '1 hour', 'kept')", &[]).await;
+    assert_eq!(taken[0].get::<_, i64>(0), 1);
+    db.psql(&format!("ALTER EXTENSION lease_lock UPDATE TO '{FIRST_RELEASE}'"));
+    assert_eq!(extversion(&db).await, FIRST_RELEASE);
+    let (token, held, _) = row(&db, "kept").await;
+    assert_eq!((token, held), (1, true), "the downgrade keeps the lease rows");
+
+    let first = cluster.empty_database();
+    first.psql(&format!("CREATE EXTENSION lease_lock VERSION '{FIRST_RELEASE}'"));
+    let (downgraded, fresh) = (catalog(&db).await, catalog(&first).await);
+    let only_downgraded: Vec<_> = downgraded.iter().filter(|l| !fresh.contains(l)).collect();
+    let only_fresh: Vec<_> = fresh.iter().filter(|l| !downgraded.contains(l)).collect();
+    assert!(
+        only_downgraded.is_empty() && only_fresh.is_empty(),
+        "the downgraded catalog differs from a fresh {FIRST_RELEASE} install:\nonly downgraded: {only_downgraded:#?}\nonly fresh: {only_fresh:#?}"
+    );
 }
