@@ -7,6 +7,8 @@
 #   scripts/test.sh regress client    only the named suites, on 15 then on the other majors
 #   PG_MAJOR=17 scripts/test.sh       every suite (or the named ones) on PostgreSQL 17 only
 #   PG_MAJORS="15 18" scripts/test.sh the named majors, the first with every suite
+#   EDITION=portable scripts/test.sh  the portable edition only (default: the C edition, then
+#                                     the portable edition's suites on the first major)
 #
 # Suites: lint (rustfmt, clippy, examples, the tls feature), regress (pg_regress), isolation (two-session
 # specs), client (Rust client unit, doc and integration tests), examples (the SQL-only examples in
@@ -33,6 +35,19 @@ FAILED=0
 SUMMARY=()
 MAJOR_PASSED=0
 MAJOR_FAILED=0
+# Which edition the suites run against: c (CREATE EXTENSION) or portable
+# (portable/dist/lease_lock_portable.sql). Unset: the C edition on every major, then the
+# portable edition's suites on the first major.
+if [ -n "${EDITION:-}" ]; then
+    EDITIONS=("$EDITION")
+else
+    EDITIONS=(c portable)
+fi
+EDITION=${EDITIONS[0]}
+export LEASE_LOCK_EDITION=$EDITION
+# What the portable edition is tested with: everything that exercises the SQL API (lint, pgrx
+# and package are about the C extension's build).
+PORTABLE_SUITES=(regress isolation client examples faults)
 
 # record SUITE PASSED FAILED
 record() {
@@ -40,7 +55,7 @@ record() {
     FAILED=$((FAILED + $3))
     MAJOR_PASSED=$((MAJOR_PASSED + $2))
     MAJOR_FAILED=$((MAJOR_FAILED + $3))
-    SUMMARY+=("$(printf 'pg%-3s %-10s %4d passed, %d failed' "$PG_MAJOR" "$1" "$2" "$3")")
+    SUMMARY+=("$(printf '%-13s %-15s %4d passed, %d failed' "pg$PG_MAJOR $EDITION" "$1" "$2" "$3")")
 }
 
 # A scratch directory the postgres OS user can write (tests run PostgreSQL as postgres when root).
@@ -85,20 +100,60 @@ run_pg_regress() {
     work=$(scratch_dir)
     cp -r "$input/." "$work/"
     chown -R "$(stat -c %u "$work")" "$work"
+    # The portable edition's own expected outputs, where they differ (each explained in that
+    # directory's README.md), replace the shared ones.
+    if [ "$EDITION" = portable ] && [ -d "$input/expected-portable" ]; then
+        cp "$input"/expected-portable/*.out "$work/expected/"
+    fi
     (
         cluster_start
-        as_pg "$runner" --inputdir="$work" --outputdir="$work" --host="$PGHOST" --port="$PGPORT" \
-            --bindir="$PG_BIN" --user=postgres --dbname="lease_lock_$suite" --load-extension=lease_lock "$@"
+        # The database with the edition installed (CREATE EXTENSION, or the portable script run
+        # by a non-superuser owner of the schema), then pg_regress uses it as it is.
+        "$PG_BIN/psql" -X -q -c "CREATE DATABASE lease_lock_$suite" && install_edition "lease_lock_$suite" &&
+            as_pg "$runner" --inputdir="$work" --outputdir="$work" --host="$PGHOST" --port="$PGPORT" \
+                --bindir="$PG_BIN" --user=postgres --use-existing --dbname="lease_lock_$suite" "$@"
     ) >"$work/run.log" 2>&1
     # "name ... ok" up to PostgreSQL 15, TAP ("ok 1 - name", "not ok 2 - name") from 16.
     p=$(grep -cE '\.\.\. ok|^ok [0-9]' "$work/run.log")
     f=$(grep -cE '\.\.\. FAILED|^not ok [0-9]' "$work/run.log")
-    [ "$p" = 0 ] && [ "$f" = 0 ] && f=1
-    if [ "$f" != 0 ]; then cat "$work/run.log"; head -200 "$work/regression.diffs" 2>/dev/null; fi
+    # A test that did not run (pg_regress bailed out, e.g. on a missing expected file) failed.
+    [ $((p + f)) -lt $# ] && f=$(($# - p))
+    if [ "$f" != 0 ] || [ -n "${VERBOSE:-}" ]; then cat "$work/run.log"; head -200 "$work/regression.diffs" 2>/dev/null; fi
     # ACCEPT_OUTPUT=1: take this run's output as the expected output (review the diff first!).
-    if [ "${ACCEPT_OUTPUT:-}" = 1 ]; then mkdir -p "$input/expected"; cp "$work"/results/*.out "$input/expected/"; fi
+    # With EDITION=portable, only the outputs that differ from the shared ones go to
+    # expected-portable/ (explain each in its README.md).
+    if [ "${ACCEPT_OUTPUT:-}" = 1 ] && [ "$EDITION" = portable ]; then
+        local out name
+        for out in "$work"/results/*.out; do
+            name=$(basename "$out")
+            if cmp -s "$out" "$input/expected/$name"; then
+                rm -f "$input/expected-portable/$name"
+            else
+                mkdir -p "$input/expected-portable"
+                cp "$out" "$input/expected-portable/"
+            fi
+        done
+    elif [ "${ACCEPT_OUTPUT:-}" = 1 ]; then
+        mkdir -p "$input/expected"
+        cp "$work"/results/*.out "$input/expected/"
+    fi
     record "$suite" "$p" "$f"
     rm -rf "$work"
+}
+
+# install_edition DB: lease_lock into DB of the cluster at PGHOST/PGPORT, as $EDITION says: the
+# C extension (CREATE EXTENSION, as the superuser), or the portable edition's psql script, run
+# by the non-superuser role lease_owner that owns the schema (as on a managed service).
+install_edition() {
+    local db=$1
+    if [ "$EDITION" = portable ]; then
+        "$PG_BIN/psql" -X -q -d "$db" -v ON_ERROR_STOP=1 \
+            -c "DO \$\$BEGIN CREATE ROLE lease_owner; EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" \
+            -c "CREATE SCHEMA lease_lock AUTHORIZATION lease_owner" &&
+            "$PG_BIN/psql" -X -q -d "$db" -v ON_ERROR_STOP=1 -c "SET ROLE lease_owner" -f portable/dist/lease_lock_portable.sql >/dev/null
+    else
+        "$PG_BIN/psql" -X -q -d "$db" -v ON_ERROR_STOP=1 -c "CREATE EXTENSION lease_lock"
+    fi
 }
 
 # check NAME COMMAND...: one pass or fail, output shown on failure.
@@ -122,6 +177,7 @@ suite_lint() {
     check "client tls feature" cargo check --quiet -p lease_lock_client --features tls
     check "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p lease_lock_client
     check "META.json (PGXN) matches Cargo.toml" python3 scripts/lib/check_meta.py
+    check "portable/dist generated from portable/lease_lock.sql" scripts/portable.sh --check
     check "shell scripts parse" bash -c 'for f in scripts/*.sh scripts/lib/*.sh sql/examples/*.sh; do bash -n "$f" || exit 1; done' 
     record lint "$CHECK_PASSED" "$CHECK_FAILED"
 }
@@ -133,7 +189,13 @@ suite_client() {
     (
         cluster_start
         export LEASE_LOCK_TEST_HOST=$PGHOST LEASE_LOCK_TEST_PORT=$PGPORT
-        cargo test -p lease_lock_client -p lease_lock_tests -p lease_lock_bench -p lease_lock_faults --no-fail-fast 2>&1
+        if [ "$EDITION" = portable ]; then
+            # The client and failover tests; extension.rs and upgrade.rs test the C extension's
+            # packaging (CREATE EXTENSION, pg_dump of its config table, ALTER EXTENSION).
+            cargo test -p lease_lock_tests --test client --test failover --no-fail-fast 2>&1
+        else
+            cargo test -p lease_lock_client -p lease_lock_tests -p lease_lock_bench -p lease_lock_faults --no-fail-fast 2>&1
+        fi
     ) >"$log"
     status=$?
     read -r p f < <(cargo_counts <"$log")
@@ -216,7 +278,7 @@ suite_package() {
     fi
     record package "$CHECK_PASSED" "$CHECK_FAILED"
     local tests
-    tests=$(cd sql/regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+    tests=$(regress_tests)
     # shellcheck disable=SC2086
     run_pg_regress package_regress "$libdir/pgxs/src/test/regress/pg_regress" sql/regress $tests
     if [ "$PG_MAJOR" = 15 ] && [ "$libdir" = /usr/lib/postgresql/15/lib ]; then
@@ -226,9 +288,16 @@ suite_package() {
     scripts/setup.sh >/dev/null 2>&1 || record reinstall 0 1
 }
 
+# The regress tests of this edition: the shared ones and its own (c_* or portable_*).
+regress_tests() {
+    local skip=portable_
+    [ "$EDITION" = portable ] && skip=c_
+    (cd sql/regress/sql && ls *.sql | sed 's/\.sql$//' | grep -v "^$skip" | sort)
+}
+
 suite_regress() {
     local tests
-    tests=$(cd sql/regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+    tests=$(regress_tests)
     # shellcheck disable=SC2086
     run_pg_regress regress "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" sql/regress $tests
 }
@@ -240,36 +309,52 @@ suite_isolation() {
     run_pg_regress isolation "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress" sql/isolation $tests
 }
 
-# The suites on one major: install its PostgreSQL and the extension into it, then run them.
+# The suites on one major and edition ($EDITION): install its PostgreSQL and the extension into
+# it (the portable edition is installed per database by the suites), then run them.
 run_major() {
     local major=$1
     shift
-    export PG_MAJOR=$major
+    export PG_MAJOR=$major EDITION LEASE_LOCK_EDITION=$EDITION
     MAJOR_PASSED=0 MAJOR_FAILED=0
     local started=$SECONDS
-    echo "== PostgreSQL $major: $*" >&2
+    echo "== PostgreSQL $major, $EDITION edition: $*" >&2
     if ! PG_MAJOR=$major scripts/setup.sh || ! pg_install "$major"; then
         record setup 0 1
     else
         # The harness and cluster.sh take the binaries from here.
         export PG_BIN PG_CONFIG
         for suite in "$@"; do
-            echo "== pg$major $suite" >&2
+            echo "== pg$major $EDITION $suite" >&2
             "suite_$suite"
         done
     fi
-    MAJOR_LINES+=("$(printf 'PostgreSQL %-3s %4d passed, %d failed (%d s)' "$major" "$MAJOR_PASSED" "$MAJOR_FAILED" $((SECONDS - started)))")
+    MAJOR_LINES+=("$(printf 'PostgreSQL %-3s %-9s %4d passed, %d failed (%d s)' "$major" "$EDITION" "$MAJOR_PASSED" "$MAJOR_FAILED" $((SECONDS - started)))")
 }
 
 MAJOR_LINES=()
-run_major "${MAJORS[0]}" "${SUITES[@]}"
-matrix=()
-for suite in "${SUITES[@]}"; do
-    [[ " ${MATRIX_SUITES[*]} " == *" $suite "* ]] && matrix+=("$suite")
-done
-for major in "${MAJORS[@]:1}"; do
-    [ ${#matrix[@]} -gt 0 ] && run_major "$major" "${matrix[@]}"
-done
+if [ "$EDITION" = portable ]; then
+    # The portable edition alone: its suites, on every major named.
+    for major in "${MAJORS[@]}"; do
+        run_major "$major" "${SUITES[@]}"
+    done
+else
+    run_major "${MAJORS[0]}" "${SUITES[@]}"
+    matrix=()
+    for suite in "${SUITES[@]}"; do
+        [[ " ${MATRIX_SUITES[*]} " == *" $suite "* ]] && matrix+=("$suite")
+    done
+    for major in "${MAJORS[@]:1}"; do
+        [ ${#matrix[@]} -gt 0 ] && run_major "$major" "${matrix[@]}"
+    done
+    if [[ " ${EDITIONS[*]} " == *" portable "* ]]; then
+        EDITION=portable
+        portable=()
+        for suite in "${SUITES[@]}"; do
+            [[ " ${PORTABLE_SUITES[*]} " == *" $suite "* ]] && portable+=("$suite")
+        done
+        [ ${#portable[@]} -gt 0 ] && run_major "${MAJORS[0]}" "${portable[@]}"
+    fi
+fi
 
 echo
 printf '%s\n' "${SUMMARY[@]}"

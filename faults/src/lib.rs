@@ -327,7 +327,7 @@ pub async fn run(config: RunConfig) -> (Report, Vec<(Fault, usize)>) {
     let cluster = TestCluster::start(&settings);
     let db = "faults".to_string();
     cluster.psql("postgres", &format!("CREATE DATABASE {db}"));
-    cluster.psql(&db, "CREATE EXTENSION lease_lock");
+    cluster.install_edition(&db);
     cluster.psql(&db, "CREATE TABLE history (id bigserial PRIMARY KEY, client text, token bigint, seq bigint)");
     let target: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.port()).parse().unwrap();
 

@@ -20,6 +20,25 @@ pub fn pg_bin() -> &'static str {
     })
 }
 
+/// Which edition of lease_lock the tests install: `$LEASE_LOCK_EDITION`, `c` (default) or
+/// `portable` (`scripts/test.sh` sets it from `EDITION`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edition {
+    /// The C extension: `CREATE EXTENSION lease_lock`.
+    C,
+    /// The SQL and PL/pgSQL edition: `portable/dist/lease_lock_portable.sql`.
+    Portable,
+}
+
+impl Edition {
+    pub fn current() -> Edition {
+        match std::env::var("LEASE_LOCK_EDITION").as_deref() {
+            Ok("portable") => Edition::Portable,
+            _ => Edition::C,
+        }
+    }
+}
+
 /// The PostgreSQL major under test: `$PG_MAJOR`, default 15.
 pub fn pg_major() -> u32 {
     std::env::var("PG_MAJOR").ok().and_then(|m| m.parse().ok()).unwrap_or(15)
@@ -186,11 +205,44 @@ impl TestCluster {
         })
     }
 
-    /// A new database with `CREATE EXTENSION lease_lock`, dropped when the guard is.
+    /// A new database with lease_lock installed (the [`Edition`] under test), dropped when the
+    /// guard is.
     pub fn fresh_database(&self) -> TestDb<'_> {
         let db = self.empty_database();
-        db.psql("CREATE EXTENSION lease_lock");
+        self.install_edition(&db.name);
         db
+    }
+
+    /// Installs lease_lock into `dbname` as [`Edition::current`] says: `CREATE EXTENSION` as the
+    /// superuser, or the portable edition's psql script run by `lease_owner`, a role without
+    /// superuser rights that owns the schema (as on a managed service).
+    pub fn install_edition(&self, dbname: &str) {
+        match Edition::current() {
+            Edition::C => {
+                self.psql(dbname, "CREATE EXTENSION lease_lock");
+            }
+            Edition::Portable => {
+                // Tests share clusters and run in parallel: the role may be created meanwhile.
+                self.psql(
+                    dbname,
+                    "DO $$BEGIN CREATE ROLE lease_owner; \
+                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END$$",
+                );
+                self.psql(dbname, "CREATE SCHEMA lease_lock AUTHORIZATION lease_owner");
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../portable/dist/lease_lock_portable.sql");
+                let output = Command::new(format!("{}/psql", pg_bin()))
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.conninfo(dbname)])
+                    .args(["-c", "SET ROLE lease_owner", "-f", script])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("psql runs");
+                assert!(
+                    output.status.success(),
+                    "installing the portable edition: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
     }
 
     /// A new database without the extension, dropped when the guard is.

@@ -38,7 +38,7 @@ impl ReplicaSet {
         let primary = tokio::task::spawn_blocking(|| {
             let primary = TestCluster::start(&["wal_level=replica", "max_wal_senders=5", "max_replication_slots=5"]);
             primary.psql("postgres", &format!("CREATE DATABASE {DB}"));
-            primary.psql(DB, "CREATE EXTENSION lease_lock");
+            primary.install_edition(DB);
             primary.psql("postgres", "SELECT pg_create_physical_replication_slot('standby1')");
             primary
         })

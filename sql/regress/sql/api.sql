@@ -2,9 +2,8 @@
 -- Timestamps are never printed (they differ per run): only comparisons with clock_timestamp().
 
 SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS arguments,
-       pg_get_function_result(p.oid) AS result, p.provolatile, p.proparallel, p.prosecdef
-FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
-JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'lease_lock'
+       pg_get_function_result(p.oid) AS result, p.provolatile, p.proparallel
+FROM pg_proc p WHERE p.pronamespace = 'lease_lock'::regnamespace AND p.proname LIKE 'lease\_%'
 ORDER BY p.proname;
 
 -- The card's two-argument calls: the single, default lease.

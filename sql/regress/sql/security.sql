@@ -18,9 +18,7 @@ SELECT q, pg_temp.try(q) FROM (VALUES
     ($$DROP SCHEMA lease_lock CASCADE$$),
     ($$CREATE TABLE lease_lock.evil (x int)$$),
     ($$ALTER TABLE lease_lock.leases RENAME TO leases_real$$),
-    ($$CREATE TRIGGER t BEFORE UPDATE ON lease_lock.leases EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()$$),
-    ($$ALTER EXTENSION lease_lock UPDATE$$),
-    ($$DROP EXTENSION lease_lock$$)
+    ($$CREATE TRIGGER t BEFORE UPDATE ON lease_lock.leases EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()$$)
 ) AS t(q) ORDER BY q;
 -- The issue's attack on the old code: a look-alike table whose trigger makes its owner a
 -- superuser, in a schema named like the extension's old one, then a re-plan.
@@ -51,49 +49,5 @@ SELECT count(*) > 0 AS can_read_for_backups FROM lease_lock.leases;
 SELECT pg_temp.try($$UPDATE lease_lock.leases SET expires_at = now()$$);
 RESET ROLE;
 
--- A superuser who hands the schema to another role makes every lease call fail closed (42501),
--- also in a backend that has its plans cached already, until it is given back.
-SELECT acquired FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000c', interval '1 hour', 'handed-over');
-ALTER SCHEMA lease_lock OWNER TO regress_dbowner;
-SELECT pg_temp.try($$SELECT * FROM lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000c', interval '1 hour', 'handed-over')$$);
-ALTER SCHEMA lease_lock OWNER TO CURRENT_USER;
-SELECT acquired FROM lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000c', interval '1 hour', 'handed-over');
-
--- CREATE EXTENSION refuses a schema lease_lock that a non-superuser owns or may create in.
--- (DROP EXTENSION leaves the schema: it is not a member of the extension.)
-DROP EXTENSION lease_lock;
-DROP SCHEMA lease_lock;
-CREATE SCHEMA lease_lock AUTHORIZATION regress_dbowner;
-SELECT pg_temp.try($$CREATE EXTENSION lease_lock$$);
-ALTER SCHEMA lease_lock OWNER TO CURRENT_USER;
-GRANT CREATE ON SCHEMA lease_lock TO regress_dbowner;
-SELECT pg_temp.try($$CREATE EXTENSION lease_lock$$);
-DROP SCHEMA lease_lock;
--- Nor a superuser's schema that already holds objects: an overload created there by someone
--- else (an integer literal would pick lease_fence(integer, text) over the real one) would sit
--- next to the extension's functions.
-CREATE SCHEMA lease_lock;
-CREATE FUNCTION lease_lock.lease_fence(fencing_token integer, lease_name text DEFAULT 'default')
-    RETURNS void LANGUAGE sql AS 'SELECT';
-ALTER FUNCTION lease_lock.lease_fence(integer, text) OWNER TO regress_dbowner;
-SELECT pg_temp.try($$CREATE EXTENSION lease_lock$$);
-DROP SCHEMA lease_lock CASCADE;
--- Default privileges of the installing role do not reach the extension's objects: whatever they
--- granted is taken back, then exactly the documented grants are made.
-ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO regress_dbowner;
-ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO regress_dbowner;
--- A schema it creates itself belongs to the installing superuser.
-CREATE EXTENSION lease_lock;
-ALTER DEFAULT PRIVILEGES REVOKE ALL ON TABLES FROM regress_dbowner;
-ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM regress_dbowner;
-SELECT c.relname, a.grantee::regrole, a.privilege_type
-FROM pg_class c, aclexplode(c.relacl) a
-WHERE c.relnamespace = 'lease_lock'::regnamespace AND a.grantee <> c.relowner
-ORDER BY 1, 2, 3;
-SELECT p.proname, p.proacl IS NULL OR NOT EXISTS (
-           SELECT FROM aclexplode(p.proacl) a WHERE a.grantee <> p.proowner) AS only_the_owner
-FROM pg_proc p WHERE p.pronamespace = 'lease_lock'::regnamespace ORDER BY 1;
-SELECT nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) AS owned_by_installer
-FROM pg_namespace WHERE nspname = 'lease_lock';
 SELECT pg_temp.try(format('ALTER DATABASE %I OWNER TO %I', current_database(), current_user));
 DROP ROLE regress_dbowner;
