@@ -27,10 +27,11 @@
 --   - plans follow the table's statistics (the C edition plans index scans whatever they say):
 --     a table that grew a lot since its last ANALYZE may be scanned until autovacuum analyses it.
 --
--- Security without C: every function is SECURITY DEFINER (the table is private to the owner)
--- and spells every table, function, type and operator with its schema, so a caller's
--- search_path (including pg_temp) changes nothing; there is no SET search_path clause, which
--- measured 14% of a renewal (docs/benchmarks.md).
+-- Security without C: the lease functions are SECURITY DEFINER (the tables are private to the
+-- owner) with search_path pinned to pg_catalog, pg_temp; and every table, function, type and
+-- operator is spelled with its schema besides, so that neither a caller's search_path nor
+-- pg_temp can change what they call. The SET clause measured no difference in renewals per
+-- second (within the ±8% between rounds of scripts/bench-editions.sh).
 
 -- One row per lease name, never deleted (see the C edition's extension/src/lib.rs).
 CREATE TABLE @extschema@.leases (
@@ -230,7 +231,8 @@ $$;
 CREATE FUNCTION @extschema@.lease_acquire(
     holder pg_catalog.uuid, lease_duration pg_catalog.interval, lease_name pg_catalog.text DEFAULT 'default',
     OUT acquired pg_catalog.bool, OUT fencing_token pg_catalog.int8, OUT expires_at pg_catalog.timestamptz)
-RETURNS record LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER AS $$
+RETURNS record LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     duration_us pg_catalog.int8 := @extschema@.check_args(holder, true, lease_duration, true, lease_name);
     now pg_catalog.timestamptz := pg_catalog.clock_timestamp();
@@ -357,7 +359,8 @@ COMMENT ON FUNCTION @extschema@.lease_acquire(pg_catalog.uuid, pg_catalog.interv
 CREATE FUNCTION @extschema@.lease_refresh(
     holder pg_catalog.uuid, lease_duration pg_catalog.interval, lease_name pg_catalog.text DEFAULT 'default',
     OUT acquired pg_catalog.bool, OUT fencing_token pg_catalog.int8, OUT expires_at pg_catalog.timestamptz)
-RETURNS record LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER AS $$
+RETURNS record LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     duration_us pg_catalog.int8 := @extschema@.check_args(holder, true, lease_duration, true, lease_name);
     now pg_catalog.timestamptz := pg_catalog.clock_timestamp();
@@ -412,7 +415,8 @@ COMMENT ON FUNCTION @extschema@.lease_refresh(pg_catalog.uuid, pg_catalog.interv
     'Extend the lease holder holds; never takes a free or expired lease';
 
 CREATE FUNCTION @extschema@.lease_release(holder pg_catalog.uuid, lease_name pg_catalog.text DEFAULT 'default')
-RETURNS pg_catalog.bool LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER AS $$
+RETURNS pg_catalog.bool LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     unused pg_catalog.int8 := @extschema@.check_args(holder, true, NULL, false, lease_name);
     now pg_catalog.timestamptz := pg_catalog.clock_timestamp();
@@ -451,7 +455,8 @@ COMMENT ON FUNCTION @extschema@.lease_release(pg_catalog.uuid, pg_catalog.text) 
     'Free the lease holder holds and NOTIFY lease_lock_released with the lease name';
 
 CREATE FUNCTION @extschema@.lease_fence(fencing_token pg_catalog.int8, lease_name pg_catalog.text DEFAULT 'default')
-RETURNS void LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER AS $$
+RETURNS void LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     unused pg_catalog.int8;
     role pg_catalog.regrole := @extschema@.caller_role();
@@ -519,7 +524,8 @@ COMMENT ON FUNCTION @extschema@.lease_fence(pg_catalog.int8, pg_catalog.text) IS
     'Raise SQLSTATE LL001 unless fencing_token is the current unexpired tenure of the caller''s role; else block new tenures until this transaction ends';
 
 CREATE FUNCTION @extschema@.lease_evict(lease_name pg_catalog.text)
-RETURNS pg_catalog.bool LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER AS $$
+RETURNS pg_catalog.bool LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     unused pg_catalog.int8 := @extschema@.check_args(NULL, false, NULL, false, lease_name);
     now pg_catalog.timestamptz := pg_catalog.clock_timestamp();

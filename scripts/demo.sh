@@ -2,12 +2,22 @@
 # Builds and installs lease_lock (installing what is missing), starts a throwaway PostgreSQL
 # ($PG_MAJOR, default 15) and shows two holders and a takeover in plain SQL. Stops and removes
 # the server on exit.
+#
+#   scripts/demo.sh              the C edition (CREATE EXTENSION lease_lock)
+#   scripts/demo.sh --portable   the portable edition, installed by a role without superuser
+#                                rights that owns the schema, as on a managed service
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/lib/cluster.sh
 cluster_start
-psql -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION lease_lock"
+if [ "${1:-}" = --portable ]; then
+    psql -X -q -v ON_ERROR_STOP=1 -c "CREATE ROLE lease_owner LOGIN" -c "CREATE SCHEMA lease_lock AUTHORIZATION lease_owner"
+    psql -X -q -v ON_ERROR_STOP=1 -U lease_owner -d postgres -f portable/dist/lease_lock_portable.sql >/dev/null
+    echo "installed the portable edition as lease_owner (not a superuser)"
+else
+    psql -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION lease_lock"
+fi
 
 A=aaaaaaaa-0000-0000-0000-000000000001
 B=bbbbbbbb-0000-0000-0000-000000000002
