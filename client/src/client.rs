@@ -43,7 +43,8 @@ impl std::fmt::Debug for Shared {
 #[derive(Debug)]
 #[must_use]
 pub struct LeaseClientBuilder {
-    pg: Result<tokio_postgres::Config, tokio_postgres::Error>,
+    pg: Result<tokio_postgres::Config, Error>,
+    tls_params: crate::conninfo::TlsParams,
     config: LeaseConfig,
     #[cfg(feature = "tls")]
     tls: Option<rustls::ClientConfig>,
@@ -52,11 +53,22 @@ pub struct LeaseClientBuilder {
 impl LeaseClient {
     /// A builder for a connection string (`key=value` or `postgresql://` URL). A string that
     /// does not parse is reported by [`LeaseClientBuilder::build`].
+    ///
+    /// libpq's TLS parameters are accepted in both forms: `sslmode` (`disable`, `allow`,
+    /// `prefer`, `require`, `verify-ca`, `verify-full`), `sslrootcert`, `sslcert` and `sslkey`
+    /// (TLS needs the `tls` feature). They mean what they mean to libpq; see [`crate#tls`].
     pub fn builder(conninfo: &str) -> LeaseClientBuilder {
-        LeaseClientBuilder::with_pg(conninfo.parse())
+        match crate::conninfo::split(conninfo) {
+            Ok((rest, tls)) => {
+                let pg = rest.parse::<tokio_postgres::Config>().map_err(|e| Error::Config(config_message(&e)));
+                LeaseClientBuilder { tls_params: tls, ..LeaseClientBuilder::with_pg(pg) }
+            }
+            Err(e) => LeaseClientBuilder::with_pg(Err(e)),
+        }
     }
 
-    /// A builder for a [`tokio_postgres::Config`].
+    /// A builder for a [`tokio_postgres::Config`] (TLS: its `ssl_mode` and
+    /// `LeaseClientBuilder::tls` with the `tls` feature).
     pub fn builder_from_config(pg: tokio_postgres::Config) -> LeaseClientBuilder {
         LeaseClientBuilder::with_pg(Ok(pg))
     }
@@ -450,9 +462,10 @@ impl Drop for UndoOnDrop {
 }
 
 impl LeaseClientBuilder {
-    fn with_pg(pg: Result<tokio_postgres::Config, tokio_postgres::Error>) -> Self {
+    fn with_pg(pg: Result<tokio_postgres::Config, Error>) -> Self {
         LeaseClientBuilder {
             pg,
+            tls_params: crate::conninfo::TlsParams::default(),
             config: LeaseConfig::default(),
             #[cfg(feature = "tls")]
             tls: None,
@@ -563,19 +576,50 @@ impl LeaseClientBuilder {
     /// # Errors
     /// [`Error::Config`] for an invalid setting or connection string.
     pub fn build(self) -> Result<LeaseClient, Error> {
-        let pg = self.pg.map_err(|e| Error::Config(format!("connection string: {e}")))?;
+        let mut pg = self.pg?;
         self.config.validate()?;
+        let params = self.tls_params;
+        if params.mode.is_some() {
+            pg.ssl_mode(params.tokio_postgres_mode());
+        }
         let tls = Tls::None;
         #[cfg(feature = "tls")]
         let tls = match self.tls {
+            // A configuration given to the builder wins over the string's files.
             Some(c) => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
+            None if !params.is_empty() => match crate::conninfo::rustls_config(&params)? {
+                Some(c) => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(c)),
+                None => tls,
+            },
             None => tls,
         };
+        #[cfg(not(feature = "tls"))]
+        if params.rootcert.is_some()
+            || params.cert.is_some()
+            || matches!(
+                params.mode(),
+                crate::conninfo::SslMode::Require
+                    | crate::conninfo::SslMode::VerifyCa
+                    | crate::conninfo::SslMode::VerifyFull
+            )
+        {
+            return Err(Error::Config("connection string: TLS needs the client's `tls` feature".into()));
+        }
         let configured = self.config.holder_id().is_some();
         let holder_id = self.config.holder_id().unwrap_or_else(Uuid::new_v4);
         let lease_name: Arc<str> = self.config.lease_name().into();
         let session = Arc::new(Session::new(pg, tls, self.config, holder_id, configured));
         Ok(LeaseClient { shared: Arc::new(Shared { session, holder_id, claims: Arc::default() }), lease_name })
+    }
+}
+
+/// tokio-postgres's error for a connection string that does not parse, with its cause (its
+/// `Display` alone says only "invalid connection string").
+fn config_message(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    match e.source() {
+        Some(cause) => format!("connection string: {e}: {cause}"),
+        None => format!("connection string: {e}"),
     }
 }
 

@@ -63,8 +63,14 @@ impl Error {
 
 /// Whether a database error is worth retrying: the connection broke, the server is shutting
 /// down or read-only (a standby), or a lock or serialization conflict. Everything else (missing
-/// extension, privileges, bad input) will fail the same way again.
+/// extension, privileges, bad input, a certificate that is not trusted) will fail the same way
+/// again.
 pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if crate::conninfo::is_tls_failure(e) {
+        // A certificate the client does not trust, or a TLS setting the server refuses: the
+        // next attempt meets the same certificate.
+        return false;
+    }
     match e.code() {
         Some(code) => is_transient_code(code.code()),
         // No SQLSTATE: an I/O error or a closed connection.

@@ -26,6 +26,17 @@
 //! settings are an [`Error::Config`] from `build`, never a panic. TLS is the `tls` cargo
 //! feature (rustls).
 //!
+//! # TLS
+//! With the `tls` feature, a connection string takes libpq's TLS parameters, in `key=value` and
+//! URL form, with libpq's meanings: `sslmode=verify-full sslrootcert=/path/ca.pem` checks the
+//! server's chain against those CAs and its name against the host connected to (what managed
+//! services document); `verify-ca` the chain only; `require` encrypts and checks the chain only
+//! if `sslrootcert` is given; `prefer` and `allow` use TLS when the server offers it, unchecked;
+//! `disable` never. `sslcert` and `sslkey` (PEM) authenticate the client.
+//! `LeaseClientBuilder::tls` takes a whole rustls configuration instead. A certificate or TLS
+//! configuration error is permanent: `acquire` returns it ([`Error::Connect`]) instead of
+//! retrying.
+//!
 //! Every operation ends within its documented bound even when the server accepts connections
 //! but never answers: opening the connection counts as one call of at most the call timeout.
 //!
@@ -74,6 +85,7 @@ mod backoff;
 mod claims;
 mod client;
 mod config;
+mod conninfo;
 mod error;
 mod lease;
 mod session;

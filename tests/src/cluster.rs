@@ -330,6 +330,15 @@ pub fn tempdir() -> PathBuf {
 }
 
 /// The `postgres` OS user's uid and gid (`id`, rather than getpwnam through FFI).
+/// Makes `path` the cluster's OS user's (postgres when we are root), as files the server reads
+/// must be.
+pub fn give_to_cluster_user(path: &Path) {
+    if is_root() {
+        let (uid, gid) = postgres_ids();
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to the postgres user");
+    }
+}
+
 fn postgres_ids() -> (u32, u32) {
     let id = |flag: &str| -> u32 {
         let out = Command::new("id").args([flag, "postgres"]).output().expect("id runs");

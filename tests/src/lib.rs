@@ -11,6 +11,7 @@ pub mod leases;
 pub mod pgbouncer;
 pub mod proxy;
 pub mod replication;
+pub mod tls;
 
 pub use cluster::{shared_cluster, TestCluster, TestDb};
 
