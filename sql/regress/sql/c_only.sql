@@ -5,6 +5,50 @@
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/helpers.psql
 
+-- Lookups by lease name use the primary key index whatever the table's size and statistics were
+-- when a backend prepared its plans.
+-- Plans prepared while the table is analysed as tiny (the old code then planned sequential
+-- scans and kept them until the next ANALYZE). Autovacuum is kept out of the way meanwhile.
+ALTER TABLE lease_lock.leases SET (autovacuum_enabled = false);
+ANALYZE lease_lock.leases;
+SELECT acquired FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-0');
+SELECT count(*) AS created
+FROM generate_series(1, 3000) g, LATERAL lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-' || g)
+WHERE acquired;
+BEGIN;
+SELECT count(*) AS renewed
+FROM generate_series(1, 200) g, LATERAL lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-' || g)
+WHERE acquired;
+SELECT seq_scan AS sequential_scans, idx_scan >= 200 AS index_scans
+FROM pg_stat_xact_user_tables WHERE relid = 'lease_lock.leases'::regclass;
+COMMIT;
+-- An ANALYZE (which a database owner may run) re-plans: still index scans.
+ANALYZE lease_lock.leases;
+BEGIN;
+SELECT count(*) AS renewed
+FROM generate_series(1, 200) g, LATERAL lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-' || g)
+WHERE acquired;
+SELECT seq_scan AS sequential_scans, idx_scan >= 200 AS index_scans
+FROM pg_stat_xact_user_tables WHERE relid = 'lease_lock.leases'::regclass;
+COMMIT;
+-- Neither do cost settings a role or database may change (they could outweigh the penalty of
+-- a disabled scan): the functions plan with PostgreSQL's default costs.
+SET random_page_cost = 1e12;
+SET cpu_index_tuple_cost = 1e6;
+SET plan_cache_mode = force_custom_plan;
+ANALYZE lease_lock.leases;
+BEGIN;
+SELECT count(*) AS renewed
+FROM generate_series(1, 200) g, LATERAL lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'scale-' || g)
+WHERE acquired;
+SELECT seq_scan AS sequential_scans, idx_scan >= 200 AS index_scans
+FROM pg_stat_xact_user_tables WHERE relid = 'lease_lock.leases'::regclass;
+COMMIT;
+RESET random_page_cost;
+RESET cpu_index_tuple_cost;
+RESET plan_cache_mode;
+ALTER TABLE lease_lock.leases RESET (autovacuum_enabled);
+
 -- C functions, not SECURITY DEFINER: they switch to the owner themselves, remembering the
 -- caller's current_user, to which tenures are bound.
 SELECT p.proname, l.lanname, p.prosecdef, p.proconfig
@@ -67,29 +111,6 @@ SELECT nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) AS own
 FROM pg_namespace WHERE nspname = 'lease_lock';
 DROP ROLE regress_dbowner;
 
--- Lookups by name use the primary key index whatever the planner settings (scale.sql has the
--- shared cases).
-ALTER TABLE lease_lock.leases SET (autovacuum_enabled = false);
-SELECT count(*) AS created
-FROM generate_series(1, 3000) g, LATERAL lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'cost-' || g)
-WHERE acquired;
--- Neither do cost settings a role or database may change (they could outweigh the penalty of
--- a disabled scan): the functions plan with PostgreSQL's default costs.
-SET random_page_cost = 1e12;
-SET cpu_index_tuple_cost = 1e6;
-SET plan_cache_mode = force_custom_plan;
-ANALYZE lease_lock.leases;
-BEGIN;
-SELECT count(*) AS renewed
-FROM generate_series(1, 200) g, LATERAL lease_lock.lease_refresh('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'cost-' || g)
-WHERE acquired;
-SELECT seq_scan AS sequential_scans, idx_scan >= 200 AS index_scans
-FROM pg_stat_xact_user_tables WHERE relid = 'lease_lock.leases'::regclass;
-COMMIT;
-RESET random_page_cost;
-RESET cpu_index_tuple_cost;
-RESET plan_cache_mode;
-ALTER TABLE lease_lock.leases RESET (autovacuum_enabled);
 
 -- lease_lock.max_lease_names is a server parameter.
 SHOW lease_lock.max_lease_names;

@@ -1,5 +1,5 @@
 -- The portable edition only (the C edition's counterpart is c_only.sql): PL/pgSQL functions,
--- SECURITY DEFINER without a SET clause, every name schema-qualified; the owner's settings.
+-- SECURITY DEFINER with search_path pinned, every name schema-qualified; the owner's settings.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/helpers.psql
 
