@@ -202,7 +202,11 @@ suite_client() {
     status=$?
     read -r p f < <(cargo_counts <"$log")
     [ $status -ne 0 ] && [ "$f" = 0 ] && f=1
-    [ "$f" != 0 ] && grep -vE '^\s*(Compiling|Running|Finished|Doc-tests)' "$log" | tail -80
+    if [ "$f" != 0 ]; then
+        # Each failing test's message first (a backtrace can push it out of the tail), then the end.
+        grep -E "panicked at" -A6 "$log" | grep -vE '^\s+([0-9]+: |at )' | head -60
+        grep -vE '^\s*(Compiling|Running|Finished|Doc-tests)' "$log" | tail -40
+    fi
     record client "$p" "$f"
     rm -f "$log"
 }

@@ -38,8 +38,9 @@ SELECT pgtle.install_extension(
 -- Security without C: the lease functions are SECURITY DEFINER (the tables are private to the
 -- owner) with search_path pinned to pg_catalog, pg_temp; and every table, function, type and
 -- operator is spelled with its schema besides, so that neither a caller's search_path nor
--- pg_temp can change what they call. The SET clause measured no difference in renewals per
--- second (within the ±8% between rounds of scripts/bench-editions.sh).
+-- pg_temp can change what they call. What the SET clause costs was within the noise of
+-- scripts/bench-editions.sh on 15 to 18: renewals per second with it were 9% higher to 7% lower
+-- than without it, with no consistent sign.
 
 -- One row per lease name, never deleted (see the C edition's extension/src/lib.rs).
 CREATE TABLE @extschema@.leases (
