@@ -88,6 +88,19 @@ async fn catalog(db: &TestDb<'_>) -> Vec<String> {
     db.query(CATALOG, &[]).await.iter().map(|r| r.get(0)).collect()
 }
 
+/// Asserts that `db` (`what`: upgraded, downgraded) has the catalog of the fresh install `fresh`,
+/// listing the lines only one of them has.
+async fn assert_same_catalog(db: &TestDb<'_>, fresh: &TestDb<'_>, what: &str) {
+    let (changed, fresh) = (catalog(db).await, catalog(fresh).await);
+    assert!(changed.len() > 30, "the catalog query sees the extension's objects: {changed:#?}");
+    let only_changed: Vec<_> = changed.iter().filter(|l| !fresh.contains(l)).collect();
+    let only_fresh: Vec<_> = fresh.iter().filter(|l| !changed.contains(l)).collect();
+    assert!(
+        only_changed.is_empty() && only_fresh.is_empty(),
+        "the {what} catalog differs from a fresh install:\nonly {what}: {only_changed:#?}\nonly fresh: {only_fresh:#?}"
+    );
+}
+
 async fn extversion(db: &TestDb<'_>) -> String {
     db.query("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'lease_lock'", &[]).await[0].get(0)
 }
@@ -158,14 +171,7 @@ async fn an_upgrade_from_the_first_release_keeps_holders_tokens_and_grants_and_e
     db.psql(&format!("DROP OWNED BY {role}"));
     let fresh = cluster.fresh_database();
     assert_eq!(extversion(&fresh).await, THIS_VERSION);
-    let (upgraded, fresh) = (catalog(&db).await, catalog(&fresh).await);
-    assert!(upgraded.len() > 30, "the catalog query sees the extension's objects: {upgraded:#?}");
-    let only_upgraded: Vec<_> = upgraded.iter().filter(|l| !fresh.contains(l)).collect();
-    let only_fresh: Vec<_> = fresh.iter().filter(|l| !upgraded.contains(l)).collect();
-    assert!(
-        only_upgraded.is_empty() && only_fresh.is_empty(),
-        "the upgraded catalog differs from a fresh install:\nonly upgraded: {only_upgraded:#?}\nonly fresh: {only_fresh:#?}"
-    );
+    assert_same_catalog(&db, &fresh, "upgraded").await;
     drop(db);
     cluster.psql("postgres", &format!("DROP ROLE {role}"));
 }
@@ -185,11 +191,5 @@ async fn a_downgrade_to_the_first_release_keeps_the_leases_and_equals_its_fresh_
 
     let first = cluster.empty_database();
     first.psql(&format!("CREATE EXTENSION lease_lock VERSION '{FIRST_RELEASE}'"));
-    let (downgraded, fresh) = (catalog(&db).await, catalog(&first).await);
-    let only_downgraded: Vec<_> = downgraded.iter().filter(|l| !fresh.contains(l)).collect();
-    let only_fresh: Vec<_> = fresh.iter().filter(|l| !downgraded.contains(l)).collect();
-    assert!(
-        only_downgraded.is_empty() && only_fresh.is_empty(),
-        "the downgraded catalog differs from a fresh {FIRST_RELEASE} install:\nonly downgraded: {only_downgraded:#?}\nonly fresh: {only_fresh:#?}"
-    );
+    assert_same_catalog(&db, &first, "downgraded").await;
 }
