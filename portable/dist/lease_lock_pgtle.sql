@@ -103,12 +103,27 @@ BEGIN
 END
 $$;
 
+-- caller_role() found no role of this session (SET ROLE's role renamed meanwhile).
+CREATE FUNCTION @extschema@.no_caller_role() RETURNS pg_catalog.regrole
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the role set with SET ROLE (%) is no longer a role of this session', pg_catalog.current_setting('role')
+        USING ERRCODE = '42501', HINT = 'SET ROLE again, or RESET ROLE.';
+END
+$$;
+
 -- The role a tenure is bound to: SET ROLE's, else the session user's.
+-- The setting 'role' keeps the name SET ROLE was given: if that role has since been renamed,
+-- the name finds no role, or another one; a tenure is then bound to nobody (42501), never to a
+-- NULL role or to a role the session is not a member of.
 CREATE FUNCTION @extschema@.caller_role() RETURNS pg_catalog.regrole
 LANGUAGE sql STABLE AS $$
-SELECT pg_catalog.to_regrole(pg_catalog.quote_ident(
-    CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'none'
-         THEN SESSION_USER ELSE pg_catalog.current_setting('role') END))
+SELECT coalesce(
+    CASE WHEN pg_catalog.pg_has_role(SESSION_USER, r::pg_catalog.oid, 'MEMBER') THEN r END,
+    @extschema@.no_caller_role())
+FROM (SELECT pg_catalog.to_regrole(pg_catalog.quote_ident(
+        CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'none'
+             THEN SESSION_USER ELSE pg_catalog.current_setting('role') END)) AS r) named
 $$;
 
 -- Argument checks shared by the functions: 22004 and 22023 with the C edition's messages.
@@ -193,10 +208,18 @@ DECLARE
 BEGIN
     IF setting IS NULL OR setting OPERATOR(pg_catalog.=) '' THEN
         bound_ms := 1000;
-    ELSIF setting OPERATOR(pg_catalog.~) '^\s*[0-9]+\s*$' THEN
+    ELSIF setting OPERATOR(pg_catalog.~) '^\s*[0-9]{1,10}\s*$' THEN
         bound_ms := setting::pg_catalog.numeric;          -- milliseconds, like the C GUC
-    ELSE
+    ELSIF setting OPERATOR(pg_catalog.~) '^\s*[0-9]{1,10}(\.[0-9]+)?\s*(us|ms|s|min|h|d)\s*$' THEN
         bound_ms := pg_catalog.extract('epoch', setting::pg_catalog.interval) OPERATOR(pg_catalog.*) 1000;
+    ELSE
+        bound_ms := -1;
+    END IF;
+    -- The C parameter's range: 0 to INT_MAX milliseconds. Anyone may set a placeholder
+    -- parameter to anything, so a bad value is reported here, by its name.
+    IF bound_ms OPERATOR(pg_catalog.<) 0 OR bound_ms OPERATOR(pg_catalog.>) 2147483647 THEN
+        RAISE EXCEPTION 'invalid value for parameter "lease_lock.lock_timeout": "%"', setting USING ERRCODE = '22023',
+            HINT = 'Milliseconds from 0 to 2147483647, or a number with a unit (ms, s, min, h, d).';
     END IF;
     IF bound_ms OPERATOR(pg_catalog.<=) 0 THEN
         RETURN NULL;
@@ -208,6 +231,15 @@ BEGIN
     END IF;
     PERFORM pg_catalog.set_config('lock_timeout', pg_catalog.ceil(bound_ms)::pg_catalog.text, true);
     RETURN session;
+END
+$$;
+
+-- A session's lease_lock.max_lease_names that is not a count (it may only lower the owner's).
+CREATE FUNCTION @extschema@.invalid_max_lease_names(setting pg_catalog.text) RETURNS pg_catalog.int8
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'invalid value for parameter "lease_lock.max_lease_names": "%"', setting USING ERRCODE = '22023',
+        HINT = 'A count of lease names; it can only lower the bound in lease_lock.settings.';
 END
 $$;
 
@@ -300,12 +332,14 @@ BEGIN
         END IF;
         -- The owner's bound, or a session's lower one (SET lease_lock.max_lease_names): any
         -- role may set that parameter here, so it may only lower the bound (0 is no bound).
-        SELECT CASE WHEN g.v IS NULL OR g.v OPERATOR(pg_catalog.=) 0 THEN s.max_lease_names
+        SELECT CASE WHEN g.v IS NULL OR g.v OPERATOR(pg_catalog.<=) 0 THEN s.max_lease_names
                     WHEN s.max_lease_names OPERATOR(pg_catalog.=) 0 THEN g.v
                     ELSE LEAST(s.max_lease_names, g.v) END
         INTO limit_names
         FROM @extschema@.settings s,
-             (SELECT CASE WHEN c OPERATOR(pg_catalog.=) '' THEN NULL ELSE c::pg_catalog.int8 END AS v
+             (SELECT CASE WHEN c IS NULL OR c OPERATOR(pg_catalog.=) '' THEN NULL
+                          WHEN c OPERATOR(pg_catalog.~) '^\s*[0-9]{1,18}\s*$' THEN c::pg_catalog.int8
+                          ELSE @extschema@.invalid_max_lease_names(c) END AS v
               FROM pg_catalog.current_setting('lease_lock.max_lease_names', true) c) g;
         -- The statistics' estimate first (no lock, no scan); an exact count only near the bound.
         -- OPERATOR(...) has one precedence for all operators: hence the parentheses.
@@ -512,7 +546,7 @@ BEGIN
         RAISE EXCEPTION '%', message USING ERRCODE = 'LL001', DETAIL = 'The tenure was released.',
             HINT = 'Stop acting as the holder: acquire the lease again to get a new token.';
     END IF;
-    IF NOT pg_catalog.pg_has_role(role, st.holder_role::pg_catalog.oid, 'USAGE') THEN
+    IF NOT coalesce(pg_catalog.pg_has_role(role, st.holder_role::pg_catalog.oid, 'USAGE'), false) THEN
         RAISE EXCEPTION 'lease "%" is held by another role', lease_name USING ERRCODE = '42501',
             DETAIL = pg_catalog.format('The tenure was taken by role %s; only it, or a role that has its privileges, may fence with its token.',
                                        st.holder_role);

@@ -47,3 +47,31 @@ SELECT acquired FROM lease_lock.lease_acquire('00000000-0000-0000-0000-000000000
 SELECT regexp_replace(pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'owner-bound-2')$$), 'name [0-9]+ of at most [0-9]+', 'name N of at most M') AS try;
 RESET lease_lock.max_lease_names;
 UPDATE lease_lock.settings SET max_lease_names = DEFAULT;
+
+-- Anyone may set the two parameters to anything: a value that is not one is an error that
+-- names it (22023), never a way past the bound (a negative count used to switch it off).
+SET lease_lock.max_lease_names = '-1';
+SELECT pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'bad-bound')$$);
+SET lease_lock.max_lease_names = 'abc';
+SELECT pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-00000000000a', interval '1 hour', 'bad-bound')$$);
+RESET lease_lock.max_lease_names;
+SELECT v, pg_temp.try(format('SET lease_lock.lock_timeout = %L; SELECT lease_lock.lease_release(%L, %L)',
+                             v, '00000000-0000-0000-0000-00000000000a', 'bad-bound'))
+FROM (VALUES ('-5'), ('abc'), ('1e99'), ('99999999999'), ('1000000 years'), ('250ms'), ('2 s'), ('0')) AS t(v);
+RESET lease_lock.lock_timeout;
+
+-- SET ROLE's role renamed by another session: the stale name binds no tenure (42501), rather
+-- than a NULL role that nobody could release and anybody could fence.
+CREATE EXTENSION IF NOT EXISTS dblink;
+CREATE ROLE regress_renamed;
+GRANT EXECUTE ON FUNCTION lease_lock.lease_acquire(uuid, interval, text) TO regress_renamed;
+SELECT dblink_connect('other', format('dbname=%s port=%s host=%s', current_database(),
+    current_setting('port'), current_setting('unix_socket_directories')));
+SET ROLE regress_renamed;
+SELECT dblink_exec('other', 'ALTER ROLE regress_renamed RENAME TO regress_renamed2');
+SELECT pg_temp.try($$SELECT * FROM lease_lock.lease_acquire('00000000-0000-0000-0000-0000000000b1', interval '1 hour', 'renamed')$$);
+RESET ROLE;
+SELECT dblink_disconnect('other');
+SELECT count(*) AS tenures_without_a_role FROM lease_lock.leases WHERE holder IS NOT NULL AND holder_role IS NULL;
+REVOKE ALL ON FUNCTION lease_lock.lease_acquire(uuid, interval, text) FROM regress_renamed2;
+DROP ROLE regress_renamed2;
