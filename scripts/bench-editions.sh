@@ -16,12 +16,11 @@ pg_install "${PG_MAJOR:-15}"
 cluster_start >/dev/null
 PGBENCH=$PG_BIN/pgbench
 psql=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1)
-"${psql[@]}" -c "CREATE ROLE lease_owner" -c "CREATE DATABASE c" -c "CREATE DATABASE p" -c "CREATE DATABASE p_noset"
-"${psql[@]}" -d c -c "CREATE EXTENSION lease_lock" \
-    -c "CREATE TABLE t (id int PRIMARY KEY, v timestamptz) WITH (fillfactor = 50)" -c "INSERT INTO t VALUES (1, now())"
+"${psql[@]}" -c "CREATE DATABASE c" -c "CREATE DATABASE p" -c "CREATE DATABASE p_noset"
+install_lease_lock c c
+"${psql[@]}" -d c -c "CREATE TABLE t (id int PRIMARY KEY, v timestamptz) WITH (fillfactor = 50)" -c "INSERT INTO t VALUES (1, now())"
 for db in p p_noset; do
-    "${psql[@]}" -d "$db" -c "CREATE SCHEMA lease_lock AUTHORIZATION lease_owner"
-    "${psql[@]}" -d "$db" -c "SET ROLE lease_owner" -f portable/dist/lease_lock_portable.sql >/dev/null
+    install_lease_lock "$db" portable
 done
 "${psql[@]}" -d p_noset -c "ALTER FUNCTION lease_lock.lease_refresh(uuid, interval, text) RESET search_path"
 for db in c p p_noset; do

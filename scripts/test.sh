@@ -109,7 +109,7 @@ run_pg_regress() {
         cluster_start
         # The database with the edition installed (CREATE EXTENSION, or the portable script run
         # by a non-superuser owner of the schema), then pg_regress uses it as it is.
-        "$PG_BIN/psql" -X -q -c "CREATE DATABASE lease_lock_$suite" && install_edition "lease_lock_$suite" &&
+        "$PG_BIN/psql" -X -q -c "CREATE DATABASE lease_lock_$suite" && install_lease_lock "lease_lock_$suite" &&
             as_pg "$runner" --inputdir="$work" --outputdir="$work" --host="$PGHOST" --port="$PGPORT" \
                 --bindir="$PG_BIN" --user=postgres --use-existing --dbname="lease_lock_$suite" "$@"
     ) >"$work/run.log" 2>&1
@@ -141,21 +141,6 @@ run_pg_regress() {
     fi
     record "$suite" "$p" "$f"
     rm -rf "$work"
-}
-
-# install_edition DB: lease_lock into DB of the cluster at PGHOST/PGPORT, as $EDITION says: the
-# C extension (CREATE EXTENSION, as the superuser), or the portable edition's psql script, run
-# by the non-superuser role lease_owner that owns the schema (as on a managed service).
-install_edition() {
-    local db=$1
-    if [ "$EDITION" = portable ]; then
-        "$PG_BIN/psql" -X -q -d "$db" -v ON_ERROR_STOP=1 \
-            -c "DO \$\$BEGIN CREATE ROLE lease_owner; EXCEPTION WHEN duplicate_object THEN NULL; END\$\$" \
-            -c "CREATE SCHEMA lease_lock AUTHORIZATION lease_owner" &&
-            "$PG_BIN/psql" -X -q -d "$db" -v ON_ERROR_STOP=1 -c "SET ROLE lease_owner" -f portable/dist/lease_lock_portable.sql >/dev/null
-    else
-        "$PG_BIN/psql" -X -q -d "$db" -v ON_ERROR_STOP=1 -c "CREATE EXTENSION lease_lock"
-    fi
 }
 
 # check NAME COMMAND...: one pass or fail, output shown on failure.

@@ -192,20 +192,21 @@ pub(crate) fn rustls_config(params: &TlsParams) -> Result<Option<rustls::ClientC
         }
         None => None,
     };
-    let verifier: std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier> = match (mode, roots) {
-        (SslMode::VerifyFull, Some(roots)) => {
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+    let verifier: std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier> = match roots {
+        Some(roots) => {
+            let chain_and_name = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
-                .map_err(|e| Error::Config(format!("TLS: {e}")))?
+                .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+            if mode == SslMode::VerifyFull {
+                chain_and_name
+            } else {
+                // verify-ca, and require with a root certificate (libpq's rule): the chain, not
+                // the name.
+                std::sync::Arc::new(verify::ChainOnly(chain_and_name))
+            }
         }
-        // verify-ca, and require with a root certificate (libpq's rule): the chain, not the name.
-        (_, Some(roots)) => std::sync::Arc::new(verify::ChainOnly(
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|e| Error::Config(format!("TLS: {e}")))?,
-        )),
         // allow, prefer, and require without a root certificate: encryption only, as in libpq.
-        (_, None) => std::sync::Arc::new(verify::Unchecked(provider)),
+        None => std::sync::Arc::new(verify::Unchecked(provider)),
     };
     let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
     let config = match (&params.cert, &params.key) {

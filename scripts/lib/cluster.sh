@@ -5,6 +5,7 @@
 #   cluster_start            starts one; sets PGHOST (socket dir), PGPORT, PGUSER=postgres, CLUSTER_DIR
 #   cluster_stop             stops it and removes its directory (also run on EXIT by cluster_start)
 #   as_pg CMD...             runs CMD as the cluster's OS user (postgres when we are root)
+#   install_lease_lock DB    installs lease_lock into DB ($EDITION: c or portable)
 #
 # Clusters use trust authentication on a Unix socket and 127.0.0.1, on a free port.
 
@@ -20,6 +21,22 @@ as_pg() {
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# install_lease_lock DB [EDITION]: lease_lock into DB of the cluster at PGHOST/PGPORT, as EDITION
+# (default $EDITION, else c) says: the C extension (CREATE EXTENSION, as the superuser), or the
+# portable edition's psql script run by lease_owner, a role without superuser rights that owns
+# the schema (as on a managed service).
+install_lease_lock() {
+    local db=$1 edition=${2:-${EDITION:-c}}
+    local psql=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$db")
+    if [ "$edition" = portable ]; then
+        "${psql[@]}" -c "DO \$\$BEGIN CREATE ROLE lease_owner; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END\$\$" \
+            -c "CREATE SCHEMA lease_lock AUTHORIZATION lease_owner" &&
+            "${psql[@]}" -c "SET ROLE lease_owner" -f "$_PG_SH_REPO/portable/dist/lease_lock_portable.sql" >/dev/null
+    else
+        "${psql[@]}" -c "CREATE EXTENSION lease_lock"
+    fi
 }
 
 # cluster_start [extra postgres -c options...]

@@ -166,14 +166,7 @@ other() { [ "$1" = a ] && echo b || echo a; }
 # EDITION=portable: the portable edition's psql script, run by lease_owner, which owns the schema.
 setup_db() {
     q postgres "CREATE DATABASE $1" >/dev/null || return 1
-    if [ "${EDITION:-c}" = portable ]; then
-        q "$1" "DO \$\$BEGIN CREATE ROLE lease_owner; EXCEPTION WHEN duplicate_object THEN NULL; END\$\$;
-                CREATE SCHEMA lease_lock AUTHORIZATION lease_owner" >/dev/null &&
-            psql -X -q -v ON_ERROR_STOP=1 -d "$1" -c "SET ROLE lease_owner" -f portable/dist/lease_lock_portable.sql >/dev/null ||
-            return 1
-    else
-        q "$1" "CREATE EXTENSION lease_lock" >/dev/null || return 1
-    fi
+    install_lease_lock "$1" >/dev/null || return 1
     q "$1" "CREATE TABLE ledger (token bigint, worker text, at timestamptz DEFAULT clock_timestamp());
                 GRANT SELECT, INSERT ON ledger TO ll_a, ll_b;
                 GRANT EXECUTE ON FUNCTION lease_lock.lease_acquire(uuid, interval, text),
