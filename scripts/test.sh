@@ -209,8 +209,9 @@ suite_examples() {
     rm -f "$log"
 }
 
-# The fault harness: a 60 s run that must find no safety violation in at least 100 faults, and
-# the negative control (reference-behaving clients) that must be caught. The last summary is
+# The fault harness: a 60 s run that must find no safety violation in at least 100 faults and
+# see the fence refuse at least one stale write (the pause-write fault), and the negative
+# control (reference-behaving clients, writes not fenced) that must be caught. The last summary is
 # kept in target/faults-summary.md.
 suite_faults() {
     CHECK_PASSED=0 CHECK_FAILED=0
@@ -219,11 +220,11 @@ suite_faults() {
         return
     fi
     local summary=target/faults-summary.md
-    check "fault run (60 s, >= 100 faults, no violation)" \
-        bash -c "set -o pipefail; target/debug/faults --seconds 60 --min-faults 100 | tee $summary"
+    check "fault run (60 s, >= 100 faults, >= 1 stale write refused by the fence, no violation)" \
+        bash -c "set -o pipefail; target/debug/faults --seconds 60 --min-faults 100 --min-refusals 1 | tee $summary"
     check "negative control (reference behaviour is caught)" \
         bash -c "set -o pipefail; target/debug/faults --seconds 20 --reference --expect-violations | tee -a $summary"
-    tail -n +1 "$summary" | grep -E "^## |total|safety violations|negative control|Recovery" >&2
+    tail -n +1 "$summary" | grep -E "^## |total|safety violations|negative control|Recovery|refused" >&2
     record faults "$CHECK_PASSED" "$CHECK_FAILED"
 }
 

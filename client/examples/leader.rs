@@ -4,12 +4,12 @@
 //! cargo run -p lease_lock_client --example leader -- "host=/tmp/sock port=5432 dbname=app" [worker-name]
 //! ```
 //!
-//! While leader, every 500 ms it appends a row to `ledger` in a transaction that first calls
-//! `lease_lock.lease_fence` with its token, so even a paused, deposed leader cannot write. It competes again
+//! While leader, every 500 ms it appends a row to `ledger` in a transaction that first fences
+//! with its token (`Fence::check`: `lease_fence`), so even a paused, deposed leader cannot write. It competes again
 //! after losing the lease, and releases it on Ctrl-C or SIGTERM so a standby takes over at once.
 //! Set `RUST_LOG=info` (the default) or `debug` to see the lease's life.
 
-use lease_lock_client::{LeaseClient, LeaseInfo};
+use lease_lock_client::{Fence, LeaseClient, LeaseInfo};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 use tracing::{info, warn};
@@ -57,23 +57,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// The leader's work. Cancelled by the elector the moment the lease is lost.
 async fn write_while_leader(app: &tokio::sync::Mutex<tokio_postgres::Client>, worker: &str, lease: LeaseInfo) {
-    let token = lease.fencing_token();
-    info!(%worker, token, "leading");
+    let fence = lease.fencing();
+    info!(%worker, token = fence.fencing_token(), "leading");
     loop {
-        match fenced_write(&mut *app.lock().await, worker, token).await {
-            Ok(()) => info!(%worker, token, "wrote a ledger row"),
-            Err(e) => warn!(%worker, token, error = %e, "fenced write refused"),
+        match fenced_write(&mut *app.lock().await, worker, &fence).await {
+            Ok(()) => info!(%worker, token = fence.fencing_token(), "wrote a ledger row"),
+            Err(e) => warn!(%worker, token = fence.fencing_token(), error = %e, "fenced write refused"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// One protected write. The fence makes the transaction fail (SQLSTATE LL001) unless `token` is
-/// still the current tenure, and holds off the next tenure until it commits. Dropped unfinished
-/// (the elector cancels the work), the transaction rolls back.
-async fn fenced_write(app: &mut tokio_postgres::Client, worker: &str, token: i64) -> Result<(), tokio_postgres::Error> {
+/// One protected write. The fence makes the transaction fail (`Error::Fenced`, SQLSTATE LL001)
+/// unless the token is still the current tenure, and holds off the next tenure until it
+/// commits. Dropped unfinished (the elector cancels the work), the transaction rolls back.
+async fn fenced_write(
+    app: &mut tokio_postgres::Client,
+    worker: &str,
+    fence: &Fence,
+) -> Result<(), Box<dyn std::error::Error>> {
     let tx = app.transaction().await?;
-    tx.execute("SELECT lease_lock.lease_fence($1, $2)", &[&token, &"ledger-writer"]).await?;
-    tx.execute("INSERT INTO ledger (token, worker) VALUES ($1, $2)", &[&token, &worker]).await?;
-    tx.commit().await
+    fence.check(&tx).await?;
+    tx.execute("INSERT INTO ledger (token, worker) VALUES ($1, $2)", &[&fence.fencing_token(), &worker]).await?;
+    tx.commit().await?;
+    Ok(())
 }

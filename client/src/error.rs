@@ -22,6 +22,25 @@ pub enum Error {
     /// `lease_release` failed.
     #[error("lease_release failed")]
     Release(#[source] tokio_postgres::Error),
+    /// `lease_fence` refused the token (SQLSTATE `LL001`): the tenure is no longer the current,
+    /// unexpired one, and another holder may have begun. The write's transaction is aborted:
+    /// roll it back and stop acting as the holder.
+    #[error(
+        "lease {lease_name:?}: tenure {fencing_token} is over (lease_fence refused it): stop acting as its holder"
+    )]
+    Fenced {
+        /// The lease.
+        lease_name: String,
+        /// The token that was refused.
+        fencing_token: i64,
+        /// The database's error (`LL001`).
+        source: tokio_postgres::Error,
+    },
+    /// `lease_fence` failed for another reason (privileges, a serialization failure, the
+    /// connection): the transaction is aborted or gone, and whether the tenure is current is
+    /// not known.
+    #[error("lease_fence failed")]
+    Fence(#[source] tokio_postgres::Error),
     /// A database call took longer than the call timeout. Opening the dedicated connection
     /// counts as one call: TCP connect, TLS, the startup exchange, LISTEN and the prepared
     /// statements together, so a server that accepts connections but never answers ends here.
@@ -41,7 +60,7 @@ pub enum Error {
     /// treat it as held and does not release it (that would end the other process's tenure).
     /// Holder ids must be unique per process.
     #[error(
-        "lease {lease_name:?} is already held under this holder id by another process          (fencing token {fencing_token}): holder ids must be unique per process"
+        "lease {lease_name:?} is already held under this holder id by another process (fencing token {fencing_token}): holder ids must be unique per process"
     )]
     DuplicateHolderId {
         /// The lease.
@@ -55,7 +74,8 @@ impl Error {
     /// The SQLSTATE of the database error behind this one, if any.
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            Error::Connect(e) | Error::Acquire(e) | Error::Release(e) => e.code(),
+            Error::Connect(e) | Error::Acquire(e) | Error::Release(e) | Error::Fence(e) => e.code(),
+            Error::Fenced { source, .. } => source.code(),
             _ => None,
         }
     }

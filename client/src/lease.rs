@@ -18,6 +18,7 @@ use crate::backoff::Backoff;
 use crate::claims::{Claims, HandleClaim};
 use crate::config::LeaseConfig;
 use crate::error::Error;
+use crate::fence::{fence_sql, Fence};
 use crate::session::{CallError, Grant, Session};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +114,7 @@ pub struct LeaseInfo {
     state: watch::Receiver<LeaseState>,
     /// The local deadline on CLOCK_BOOTTIME, in nanoseconds (see the module docs).
     boot_deadline: Arc<AtomicU64>,
+    fence: Fence,
 }
 
 impl LeaseInfo {
@@ -121,9 +123,28 @@ impl LeaseInfo {
         &self.lease_name
     }
 
-    /// The fencing token of this tenure: pass it to `lease_fence` in every protected write.
+    /// The fencing token of this tenure: pass it to `lease_fence` in every protected write
+    /// ([`LeaseInfo::fence`] does).
     pub fn fencing_token(&self) -> i64 {
         self.fencing_token
+    }
+
+    /// Fences a write: calls `lease_fence` with this tenure's token on `client`, the
+    /// transaction that then writes protected data. See [`Fence::check`].
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] when the tenure is over (stop acting as the holder), [`Error::Fence`]
+    /// otherwise. See [`Fence::check`].
+    ///
+    /// # Cancel safety
+    /// As [`Fence::check`]: the statement's outcome is unknown; roll the transaction back.
+    pub async fn fence<C: tokio_postgres::GenericClient + Sync>(&self, client: &C) -> Result<(), Error> {
+        self.fence.check(client).await
+    }
+
+    /// This tenure's [`Fence`], to hand to the tasks that write.
+    pub fn fencing(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// Whether the lease is still held: `Held`, and its local deadline not passed on either the
@@ -203,6 +224,33 @@ impl Lease {
     /// The fencing token of this tenure.
     pub fn fencing_token(&self) -> i64 {
         self.info.fencing_token
+    }
+
+    /// Fences a write: calls `lease_fence` with this tenure's token on `client`, the
+    /// transaction that then writes protected data. See [`Fence::check`].
+    ///
+    /// ```no_run
+    /// # async fn write(lease: &lease_lock_client::Lease, app: &mut tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tx = app.transaction().await?;
+    /// lease.fence(&tx).await?; // Error::Fenced: the tenure is over, stop writing
+    /// tx.execute("INSERT INTO ledger (token) VALUES ($1)", &[&lease.fencing_token()]).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] when the tenure is over (stop acting as the holder), [`Error::Fence`]
+    /// otherwise. See [`Fence::check`].
+    ///
+    /// # Cancel safety
+    /// As [`Fence::check`]: the statement's outcome is unknown; roll the transaction back.
+    pub async fn fence<C: tokio_postgres::GenericClient + Sync>(&self, client: &C) -> Result<(), Error> {
+        self.info.fence(client).await
+    }
+
+    /// This tenure's [`Fence`], to hand to the tasks that write.
+    pub fn fencing(&self) -> Fence {
+        self.info.fencing()
     }
 
     /// The expiry the database recorded at the last confirmed renewal, while held.
@@ -372,6 +420,11 @@ impl Lease {
             fencing_token: tenure.fencing_token,
             state,
             boot_deadline: boot_deadline.clone(),
+            fence: Fence::of(
+                &fence_sql(tenure.session.config().schema()),
+                tenure.lease_name.clone(),
+                tenure.fencing_token,
+            ),
         };
         let span = tracing::info_span!(
             "lease",

@@ -48,10 +48,12 @@
 //! another session with its id (see [`LeaseClientBuilder::holder_id`]).
 //!
 //! # Fencing
-//! A lease alone cannot stop a paused holder from writing after it lost the lease. Pass
-//! [`Lease::fencing_token`] to `lease_lock.lease_fence(token, lease_name)` inside each
-//! transaction that writes protected data: it fails with SQLSTATE `LL001` unless the token is
-//! the current tenure, and holds off the next tenure until the transaction ends.
+//! A lease alone cannot stop a paused holder from writing after it lost the lease. Call
+//! [`Lease::fence`] first in each transaction that writes protected data (on the application's
+//! own connection): it runs `lease_fence(token, lease_name)`, which fails with
+//! [`Error::Fenced`] (SQLSTATE `LL001`) unless the token is the current tenure, and holds off
+//! the next tenure until the transaction ends. [`Lease::fencing`] hands a [`Fence`] to the
+//! tasks that write.
 //!
 //! # Example
 //! ```no_run
@@ -65,11 +67,11 @@
 //!     .refresh_interval(Duration::from_secs(1))
 //!     .build()?;
 //! let lease = client.acquire().await?;
-//! let token = lease.fencing_token();
+//! let fence = lease.fencing();
 //! let outcome = lease
 //!     .run_while_held(async move {
-//!         // Work as the leader; write with `SELECT lease_lock.lease_fence($1, $2)` first.
-//!         let _ = token;
+//!         // Work as the leader; in each write's transaction, `fence.check(&tx).await?` first.
+//!         let _ = fence;
 //!     })
 //!     .await;
 //! match outcome {
@@ -87,12 +89,14 @@ mod client;
 mod config;
 mod conninfo;
 mod error;
+mod fence;
 mod lease;
 mod session;
 
 pub use client::{LeaseClient, LeaseClientBuilder};
 pub use config::{LeaseConfig, DEFAULT_SCHEMA, MAX_LEASE_DURATION, MAX_LEASE_NAME_BYTES, MAX_SCHEMA_BYTES};
 pub use error::Error;
+pub use fence::Fence;
 pub use lease::{Lease, LeaseInfo, LeaseState, LossReason};
 pub use session::RELEASE_CHANNEL;
 

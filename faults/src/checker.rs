@@ -226,7 +226,7 @@ pub fn check(logs: &[ProcessLog], history: &[HistoryRow], faults: &[FaultRecord]
                 continue;
             }
             let paused = faults.iter().any(|f| {
-                f.kind == crate::Fault::Pause
+                f.kind.stops_the_process()
                     && (f.target == a.process || f.target == b.process)
                     && f.start < to
                     && f.end > from

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `kill` | SIGKILL the process; a new process takes its slot 200 ms later |
 //! | `pause` | SIGSTOP for 1.5-2.5 lease durations, then SIGCONT (the classic GC pause) |
+//! | `pause-write` | the leader stops itself (asked by SIGUSR1) between deciding to write and its fenced write; SIGCONT after 1.5-2.5 lease durations: the write is stale and the fence must refuse it |
 //! | `terminate` | `pg_terminate_backend` of its lease connection |
 //! | `stall` | its lease link forwards nothing for 0.5-2.5 lease durations (half-open) |
 //! | `cut` | both its links are closed |
@@ -36,6 +37,14 @@ use worker::LEASE_DURATION;
 pub fn mono_ns() -> i128 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// Whether process `pid` is stopped (state `T` in `/proc/<pid>/stat`, after the name's `)`).
+fn is_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+        .unwrap_or(false)
 }
 
 /// Sends `signal` to a worker process (a worker that is already gone is not an error).
@@ -137,25 +146,28 @@ impl Harness {
         self.config.work_dir.join(format!("{process}.log"))
     }
 
-    fn psql(&self, sql: &str) -> Option<String> {
-        // The harness's own link to the server: direct, never faulted.
-        let output = Command::new(format!("{}/psql", lease_lock_tests::cluster::pg_bin()))
-            .args(["-X", "-q", "-A", "-t", "-d", &self.cluster.conninfo(&self.db), "-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .ok()?;
-        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    /// A connection of the harness's own to the server: direct, never faulted. `None` while the
+    /// server is down (a restart fault).
+    async fn connect(&self) -> Option<tokio_postgres::Client> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.cluster.conninfo(&self.db), tokio_postgres::NoTls).await.ok()?;
+        tokio::spawn(connection);
+        Some(client)
     }
 
     /// The slot whose process holds the lease now, per `lease_lock.lease_status` and the workers' logs.
-    fn leader_slot(&self) -> Option<usize> {
-        let holder = self.psql(&format!(
-            "SELECT holder FROM lease_lock.lease_status WHERE lease_name = '{}' AND held",
-            worker::LEASE_NAME
-        ))?;
-        if holder.is_empty() {
-            return None;
-        }
+    async fn leader_slot(&self) -> Option<usize> {
+        let holder: uuid::Uuid = self
+            .connect()
+            .await?
+            .query_opt(
+                "SELECT holder FROM lease_lock.lease_status WHERE lease_name = $1 AND held",
+                &[&worker::LEASE_NAME],
+            )
+            .await
+            .ok()??
+            .get(0);
+        let holder = holder.to_string();
         let slots = self.slots.lock().unwrap();
         slots.iter().position(|s| {
             std::fs::read_to_string(self.log_path(&s.process_name()))
@@ -206,10 +218,33 @@ impl Harness {
                 sleep(span(lease_ms * 3 / 2, lease_ms * 5 / 2)).await;
                 signal(pid, rustix::process::Signal::CONT);
             }
+            Fault::PauseWrite => {
+                let Some(pid) = pid else { return };
+                // The worker stops itself at its next decision to write (within a write cycle)
+                // if the request is fresh (see worker.rs); a process that is not writing never
+                // does, and then nothing was injected.
+                signal(pid, rustix::process::Signal::USR1);
+                let asked = tokio::time::Instant::now();
+                while !is_stopped(pid) {
+                    if asked.elapsed() > Duration::from_millis(600) {
+                        signal(pid, rustix::process::Signal::CONT); // in case it stopped just now
+                        return;
+                    }
+                    sleep(Duration::from_millis(5)).await;
+                }
+                sleep(span(lease_ms * 3 / 2, lease_ms * 5 / 2)).await;
+                signal(pid, rustix::process::Signal::CONT);
+            }
             Fault::Terminate => {
-                self.psql(&format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{target}-lease'"
-                ));
+                if let Some(c) = self.connect().await {
+                    let name = format!("{target}-lease");
+                    let _ = c
+                        .execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                            &[&name],
+                        )
+                        .await;
+                }
             }
             Fault::Stall => {
                 lease_proxy.set_stalled(true);
@@ -237,12 +272,14 @@ impl Harness {
             }
             Fault::Lock => {
                 let hold = span(lease_ms / 2, lease_ms * 2);
-                let harness = self.clone();
-                let sql = format!(
-                    "BEGIN; LOCK TABLE lease_lock.leases IN EXCLUSIVE MODE; SELECT pg_sleep({}); COMMIT;",
-                    hold.as_secs_f64()
-                );
-                let _ = tokio::task::spawn_blocking(move || harness.psql(&sql)).await;
+                if let Some(mut c) = self.connect().await {
+                    if let Ok(tx) = c.transaction().await {
+                        if tx.batch_execute("LOCK TABLE lease_lock.leases IN EXCLUSIVE MODE").await.is_ok() {
+                            let _ = tx.execute("SELECT pg_sleep($1)", &[&hold.as_secs_f64()]).await;
+                            let _ = tx.commit().await;
+                        }
+                    }
+                }
                 self.record(kind, "server".into(), start);
                 return;
             }
@@ -260,6 +297,7 @@ fn cluster_settings() -> Vec<&'static str> {
 pub enum Fault {
     Kill,
     Pause,
+    PauseWrite,
     Terminate,
     Stall,
     Cut,
@@ -275,6 +313,7 @@ impl Fault {
         match self {
             Fault::Kill => "kill",
             Fault::Pause => "pause",
+            Fault::PauseWrite => "pause-write",
             Fault::Terminate => "terminate",
             Fault::Stall => "stall",
             Fault::Cut => "cut",
@@ -283,6 +322,14 @@ impl Fault {
             Fault::RestartFast => "restart-fast",
             Fault::RestartImmediate => "restart-immediate",
         }
+    }
+}
+
+impl Fault {
+    /// Whether the target process was stopped (SIGSTOP): an overlap of beliefs during it is
+    /// what fencing is for, not a violation.
+    pub fn stops_the_process(self) -> bool {
+        matches!(self, Fault::Pause | Fault::PauseWrite)
     }
 }
 
@@ -296,6 +343,7 @@ impl std::fmt::Display for Fault {
 const FAULTS: &[(Fault, u64)] = &[
     (Fault::Kill, 12),
     (Fault::Pause, 12),
+    (Fault::PauseWrite, 8),
     (Fault::Terminate, 14),
     (Fault::Stall, 16),
     (Fault::Cut, 12),
@@ -326,7 +374,7 @@ pub async fn run(config: RunConfig) -> (Report, Vec<(Fault, usize)>) {
     let settings = cluster_settings();
     let cluster = TestCluster::start(&settings);
     let db = "faults".to_string();
-    cluster.psql("postgres", &format!("CREATE DATABASE {db}"));
+    cluster.psql("postgres", "CREATE DATABASE faults");
     cluster.install_edition(&db);
     cluster.psql(&db, "CREATE TABLE history (id bigserial PRIMARY KEY, client text, token bigint, seq bigint)");
     let target: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.port()).parse().unwrap();
@@ -367,7 +415,13 @@ pub async fn run(config: RunConfig) -> (Report, Vec<(Fault, usize)>) {
         if matches!(kind, Fault::RestartFast | Fault::RestartImmediate) && harness.restart_lock.try_lock().is_err() {
             continue;
         }
-        let slot = match harness.leader_slot() {
+        let leader = harness.leader_slot().await;
+        let slot = match leader {
+            // Only a leader writes: a pause before its write needs one.
+            _ if kind == Fault::PauseWrite => match leader {
+                Some(leader) => leader,
+                None => continue,
+            },
             Some(leader) if rng.chance(70) => leader,
             _ => rng.range(0, harness.config.clients as u64) as usize,
         };

@@ -1,7 +1,7 @@
 //! The fault harness. See the `lease_lock_faults` library for what it does.
 //!
 //! ```text
-//! faults [--seconds 60] [--seed N] [--clients 4] [--min-faults N] [--reference] [--expect-violations] [--keep]
+//! faults [--seconds 60] [--seed N] [--clients 4] [--min-faults N] [--min-refusals N] [--reference] [--expect-violations] [--keep]
 //! faults worker ...      (started by the harness: one client process)
 //! ```
 //!
@@ -33,6 +33,10 @@ struct Cli {
     /// Fail the run if fewer faults were injected.
     #[arg(long, default_value_t = 0)]
     min_faults: usize,
+    /// Fail the run if lease_fence refused fewer stale writes (LL001): the fence was not
+    /// exercised.
+    #[arg(long, default_value_t = 0)]
+    min_refusals: usize,
     /// Clients that behave like the reference implementation (negative control).
     #[arg(long)]
     reference: bool,
@@ -127,6 +131,13 @@ fn main() -> ExitCode {
     let min_faults = cli.min_faults;
     if injected < min_faults {
         println!("only {injected} faults injected, fewer than --min-faults {min_faults}");
+        return ExitCode::FAILURE;
+    }
+    if report.refused_writes < cli.min_refusals {
+        println!(
+            "only {} stale writes refused by lease_fence, fewer than --min-refusals {}",
+            report.refused_writes, cli.min_refusals
+        );
         return ExitCode::FAILURE;
     }
     let failed = if expect_violations { violations == 0 } else { violations > 0 };

@@ -10,18 +10,51 @@
 //! - `lost <token>` / `released <token>`: belief ends (at this line's time, or `valid_until`)
 //! - `begin <token> <seq>`, `ack <token> <seq>`, `fail <token> <seq> <sqlstate-or-error>`
 //!
+//! Between deciding to write (the lease is held) and the fenced write, a worker does a little
+//! work (0-40 ms, as a leader computing what to write would). When the harness asks for it with
+//! SIGUSR1 (the `pause-write` fault), the worker stops itself (SIGSTOP) right there, after the
+//! decision, and the harness continues it after more than a lease duration: the write then
+//! arrives from a holder whose tenure has ended, and only the fence can refuse it.
+//!
 //! `--reference` behaves like the reference implementation instead: it keeps believing it leads
 //! while renewals fail (only an answer of "not held" ends its belief) and writes without
 //! fencing. The harness runs it as a negative control: it must be caught.
 
 use super::mono_ns;
-use lease_lock_client::{LeaseClient, LeaseInfo, LeaseState};
+use lease_lock_client::{Error, Fence, LeaseClient, LeaseInfo, LeaseState};
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
+
+/// When the harness last asked (SIGUSR1) for a stop before the next write, CLOCK_MONOTONIC ns;
+/// 0 when no request is pending.
+static PAUSE_REQUESTED_AT: AtomicI64 = AtomicI64::new(0);
+/// A request older than this is dropped: the harness has given up on it by then.
+const PAUSE_REQUEST_TTL_NS: i64 = 400_000_000;
+
+/// Listens for the harness's SIGUSR1 (see the module docs). Registered before the worker logs
+/// its start: SIGUSR1's default action would end the process.
+fn listen_for_pause_requests() {
+    let mut usr1 =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            PAUSE_REQUESTED_AT.store(mono_ns() as i64, Ordering::SeqCst);
+        }
+    });
+}
+
+/// Stops this process (SIGSTOP) if the harness asked for it recently; the harness continues it.
+fn pause_if_requested() {
+    let asked = PAUSE_REQUESTED_AT.swap(0, Ordering::SeqCst);
+    if asked != 0 && (mono_ns() as i64) - asked < PAUSE_REQUEST_TTL_NS {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+    }
+}
 
 /// The lease the clients compete for.
 pub const LEASE_NAME: &str = "f";
@@ -89,6 +122,7 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs) {
+    listen_for_pause_requests();
     let log = EventLog::create(&args.log);
     if args.reference {
         reference_worker(&args, &log).await;
@@ -108,12 +142,12 @@ async fn lease_worker(args: &WorkerArgs, log: &EventLog) {
         .expect("valid config");
     log.event(Event::Start { holder: client.holder_id().to_string() });
     let app = AppConnection::new(&args.app_conninfo);
-    let result = client.run_elector(|info| lead(info, &app, &args.client, log, true), std::future::pending()).await;
+    let result = client.run_elector(|info| lead(info, &app, &args.client, log), std::future::pending()).await;
     log.event(Event::Error { message: format!("{result:?}") });
 }
 
 /// Logs each state change of the tenure, then does fenced writes until cancelled by the elector.
-async fn lead(info: LeaseInfo, app: &AppConnection, client: &str, log: &EventLog, fence: bool) {
+async fn lead(info: LeaseInfo, app: &AppConnection, client: &str, log: &EventLog) {
     let token = info.fencing_token();
     let mut states = info.subscribe();
     let watcher_log = log.clone();
@@ -137,20 +171,25 @@ async fn lead(info: LeaseInfo, app: &AppConnection, client: &str, log: &EventLog
     });
     // Cancelled (dropped) by the elector on loss; the guard ends the watcher with it.
     let _stop_watcher = AbortOnDrop(watcher);
-    write_loop(token, app, client, log, fence, || info.is_held()).await;
+    let fence = info.fencing();
+    write_loop(token, app, client, log, Some(&fence), || info.is_held()).await;
 }
 
+/// Writes every 20 ms while `believes`: fenced with `fence`, or (the negative control) not.
 async fn write_loop(
     token: i64,
     app: &AppConnection,
     client: &str,
     log: &EventLog,
-    fence: bool,
+    fence: Option<&Fence>,
     believes: impl Fn() -> bool,
 ) {
     let mut seq = 0u64;
     loop {
         if believes() {
+            // Decided: the work before the write, where a pause makes the write stale.
+            pause_if_requested();
+            tokio::time::sleep(Duration::from_millis(seq % 5 * 10)).await;
             seq += 1;
             log.event(Event::Begin { token, seq });
             match app.write(client, token, seq, fence).await {
@@ -176,12 +215,10 @@ struct AppConnection {
     client: tokio::sync::Mutex<Option<AppClient>>,
 }
 
-/// An open application connection and its two writes, prepared once so that each write is one
-/// round trip (one statement: the fence and the insert commit or fail together).
+/// An open application connection and its insert, prepared once.
 struct AppClient {
     client: tokio_postgres::Client,
-    fenced: tokio_postgres::Statement,
-    unfenced: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
 }
 
 impl AppConnection {
@@ -192,39 +229,41 @@ impl AppConnection {
     async fn open(&self) -> Result<AppClient, tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::connect(&self.conninfo, NoTls).await?;
         tokio::spawn(connection);
-        // lease_fence returns void: one row, so one insert, after the fence passed.
-        let fenced = client
-            .prepare(
-                "INSERT INTO history (client, token, seq) \
-                 SELECT $1::text, $2::bigint, $3::bigint FROM lease_lock.lease_fence($2, $4)",
-            )
-            .await?;
-        let unfenced = client.prepare("INSERT INTO history (client, token, seq) VALUES ($1, $2, $3)").await?;
-        Ok(AppClient { client, fenced, unfenced })
+        let insert = client.prepare("INSERT INTO history (client, token, seq) VALUES ($1, $2, $3)").await?;
+        Ok(AppClient { client, insert })
     }
 
-    /// One protected write; `Err` carries the SQLSTATE or a short reason.
-    async fn write(&self, client: &str, token: i64, seq: u64, fence: bool) -> Result<(), String> {
+    /// One protected write: a transaction that fences first (the client's [`Fence`]), or, for
+    /// the negative control, the insert alone. `Err` carries the SQLSTATE or a short reason.
+    async fn write(&self, client: &str, token: i64, seq: u64, fence: Option<&Fence>) -> Result<(), String> {
         let mut slot = self.client.lock().await;
         if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
             let opened = tokio::time::timeout(Duration::from_millis(500), self.open())
                 .await
                 .map_err(|_| "connect-timeout".to_string())?
-                .map_err(|e| format!("connect:{}", e.code().map_or("io", |c| c.code())))?;
+                .map_err(|e| format!("connect:{}", sqlstate(&e)))?;
             *slot = Some(opened);
         }
-        let c = slot.as_ref().unwrap();
+        let c = slot.as_mut().expect("opened above");
         let seq = i64::try_from(seq).expect("sequence numbers fit in bigint");
         let write = async {
-            if fence {
-                c.client.execute(&c.fenced, &[&client, &token, &seq, &LEASE_NAME]).await
-            } else {
-                c.client.execute(&c.unfenced, &[&client, &token, &seq]).await
+            match fence {
+                Some(fence) => {
+                    let tx = c.client.transaction().await.map_err(|e| sqlstate(&e))?;
+                    fence.check(&tx).await.map_err(|e| match e {
+                        Error::Fenced { .. } => lease_lock_contract::sqlstate::FENCE_REJECTED.to_string(),
+                        other => other.code().map_or("io", |c| c.code()).to_string(),
+                    })?;
+                    tx.execute(&c.insert, &[&client, &token, &seq]).await.map_err(|e| sqlstate(&e))?;
+                    tx.commit().await.map_err(|e| sqlstate(&e))
+                }
+                None => {
+                    c.client.execute(&c.insert, &[&client, &token, &seq]).await.map(|_| ()).map_err(|e| sqlstate(&e))
+                }
             }
         };
         match tokio::time::timeout(Duration::from_millis(500), write).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.code().map_or("io", |c| c.code()).to_string()),
+            Ok(result) => result,
             Err(_) => {
                 // Unknown outcome; drop the connection (a stalled link) and reconnect next time.
                 *slot = None;
@@ -232,6 +271,11 @@ impl AppConnection {
             }
         }
     }
+}
+
+/// A database error's SQLSTATE, or `io` for a connection that broke.
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map_or("io", |c| c.code()).to_string()
 }
 
 /// The reference implementation's behaviour, for the negative control: renewal errors are only
@@ -284,7 +328,7 @@ async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
                 log.event(Event::Held { token, valid_until: i64::MAX });
                 let (app, log, client) = (app.clone(), log.clone(), args.client.clone());
                 _writer = Some(AbortOnDrop(tokio::spawn(async move {
-                    write_loop(token, &app, &client, &log, false, || true).await
+                    write_loop(token, &app, &client, &log, None, || true).await
                 })));
             }
             (Some((true, Some(token))), Some(old)) if token != old => {
@@ -294,7 +338,7 @@ async fn reference_worker(args: &WorkerArgs, log: &EventLog) {
                 believed = Some(token);
                 let (app, log, client) = (app.clone(), log.clone(), args.client.clone());
                 _writer = Some(AbortOnDrop(tokio::spawn(async move {
-                    write_loop(token, &app, &client, &log, false, || true).await
+                    write_loop(token, &app, &client, &log, None, || true).await
                 })));
             }
             (Some((false, _)), Some(token)) => {

@@ -411,6 +411,72 @@ async fn works_through_pgbouncer_in_transaction_mode() {
     assert!(states.iter().all(|s| !matches!(s, LeaseState::Lost(_))), "{states:?}");
 }
 
+// ---- Fencing through the client ----
+
+/// A transaction on `app` that fences with `fence` and inserts its token into `fenced`.
+async fn fenced_insert(app: &mut tokio_postgres::Client, fence: &lease_lock_client::Fence) -> Result<(), Error> {
+    let tx = app.transaction().await.unwrap();
+    fence.check(&tx).await?;
+    tx.execute("INSERT INTO public.fenced VALUES ($1)", &[&fence.fencing_token()]).await.unwrap();
+    tx.commit().await.unwrap();
+    Ok(())
+}
+
+// `Lease::fence` in the write's transaction passes for the current tenure; once the tenure has
+// ended (evicted, another holder took over) the same fence is `Error::Fenced` (LL001) and the
+// write is not committed. It is schema-qualified (only pg_catalog on the app's search_path),
+// one unnamed statement (so it also works through PgBouncer in transaction mode), and any
+// other failure is `Error::Fence` with the database's SQLSTATE.
+#[tokio::test]
+async fn fence_passes_for_the_current_tenure_and_refuses_an_ended_one() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    db.psql("CREATE TABLE public.fenced (token bigint)");
+    let connect = |conninfo: String| async move {
+        let (app, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        app
+    };
+    let mut app = connect(format!("{} options='-c search_path=pg_catalog'", db.conninfo())).await;
+    let bouncer = lease_lock_tests::pgbouncer::PgBouncer::start(shared_cluster().port());
+    let mut pooled = connect(format!("host=127.0.0.1 port={} user=postgres dbname={}", bouncer.port(), db.name)).await;
+
+    let lease = client(&db, "fenced", "fence-holder").acquire().await.unwrap();
+    let tx = app.transaction().await.unwrap();
+    lease.fence(&tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    let fence = lease.fencing();
+    assert_eq!((fence.lease_name(), fence.fencing_token()), ("fenced", lease.fencing_token()));
+    fenced_insert(&mut app, &fence).await.unwrap();
+    fenced_insert(&mut pooled, &fence).await.unwrap();
+
+    // The tenure ends: an administrator evicts it and another holder takes the lease.
+    assert_eq!(db.psql("SELECT lease_lock.lease_evict('fenced')"), "t");
+    let next = client(&db, "fenced", "fence-next").acquire().await.unwrap();
+    assert!(next.fencing_token() > fence.fencing_token());
+    for conn in [&mut app, &mut pooled] {
+        let err = fenced_insert(conn, &fence).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Fenced { lease_name, fencing_token, .. }
+                if lease_name == "fenced" && *fencing_token == fence.fencing_token()),
+            "{err:?}"
+        );
+        assert_eq!(err.code().map(|c| c.code()), Some("LL001"), "{err:?}");
+    }
+    fenced_insert(&mut pooled, &next.fencing()).await.unwrap();
+    let tokens: Vec<i64> =
+        db.query("SELECT token FROM public.fenced ORDER BY token", &[]).await.iter().map(|r| r.get(0)).collect();
+    assert_eq!(tokens, [fence.fencing_token(), fence.fencing_token(), next.fencing_token()]);
+
+    // Anything else is Error::Fence, with the cause.
+    let nowhere = lease_lock_client::Fence::new("no such schema", "fenced", next.fencing_token());
+    let err = fenced_insert(&mut app, &nowhere).await.unwrap_err();
+    assert!(matches!(err, Error::Fence(_)), "{err:?}");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME), "{err:?}");
+    drop(lease);
+    next.release().await.unwrap();
+}
+
 // ---- Schema-qualified calls ----
 
 // The client calls the extension's functions qualified with its schema, so the connection's
