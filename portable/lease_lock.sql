@@ -449,6 +449,42 @@ $$;
 COMMENT ON FUNCTION @extschema@.lease_refresh(pg_catalog.uuid, pg_catalog.interval, pg_catalog.text) IS
     'Extend the lease holder holds; never takes a free or expired lease';
 
+-- lease_refresh of each name, in one statement (one transaction, one WAL flush at commit).
+-- The same checks and messages as the C edition's.
+CREATE FUNCTION @extschema@.lease_refresh_many(
+    holder pg_catalog.uuid, lease_duration pg_catalog.interval, lease_names pg_catalog.text[])
+RETURNS TABLE (lease_name pg_catalog.text, acquired pg_catalog.bool, fencing_token pg_catalog.int8,
+               expires_at pg_catalog.timestamptz)
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER ROWS 100
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n pg_catalog.text;
+BEGIN
+    PERFORM @extschema@.check_args(holder, true, lease_duration, true, 'checked below');
+    IF lease_names IS NULL THEN
+        RAISE EXCEPTION 'lease_names must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF pg_catalog.array_ndims(lease_names) OPERATOR(pg_catalog.>) 1 THEN
+        RAISE EXCEPTION 'lease_names must be a one-dimensional array' USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.cardinality(lease_names) OPERATOR(pg_catalog.>) 100000 THEN
+        RAISE EXCEPTION 'lease_names must have at most 100000 names, not %', pg_catalog.cardinality(lease_names)
+            USING ERRCODE = '22023', HINT = 'Renew in several calls.';
+    END IF;
+    IF pg_catalog.array_position(lease_names, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'an element of lease_names must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    FOREACH n IN ARRAY lease_names LOOP
+        SELECT r.acquired, r.fencing_token, r.expires_at INTO acquired, fencing_token, expires_at
+        FROM @extschema@.lease_refresh(holder, lease_duration, n) r;
+        lease_name := n;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.lease_refresh_many(pg_catalog.uuid, pg_catalog.interval, pg_catalog.text[]) IS
+    'lease_refresh of each name in lease_names, in one statement: a row per name, in order';
+
 CREATE FUNCTION @extschema@.lease_release(holder pg_catalog.uuid, lease_name pg_catalog.text DEFAULT 'default')
 RETURNS pg_catalog.bool LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$

@@ -5,3 +5,13 @@
 -- compares the two catalogs). The 0.2.0 library serves 0.1.0's SQL unchanged until this runs:
 -- it keeps every C symbol 0.1.0's functions name, with the same arguments and results.
 \echo Use "ALTER EXTENSION lease_lock UPDATE" to load this file. \quit
+
+-- Issue 16: many leases renewed in one call.
+CREATE FUNCTION lease_lock.lease_refresh_many(holder uuid, lease_duration interval, lease_names text[])
+RETURNS TABLE (lease_name text, acquired boolean, fencing_token bigint, expires_at timestamptz)
+VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT ROWS 100
+LANGUAGE c AS 'MODULE_PATHNAME', 'lease_refresh_many';
+COMMENT ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) IS
+    'lease_refresh of each name in lease_names, in one statement: a row per name, in order';
+-- Using leases is granted by the administrator (README, "Privileges"), as for the others.
+REVOKE EXECUTE ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) FROM PUBLIC;

@@ -158,6 +158,13 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'lease_evict';
 COMMENT ON FUNCTION lease_lock.lease_evict(text) IS
     'Administrators: end the current tenure whoever holds it and NOTIFY lease_lock_released';
 
+CREATE FUNCTION lease_lock.lease_refresh_many(holder uuid, lease_duration interval, lease_names text[])
+RETURNS TABLE (lease_name text, acquired boolean, fencing_token bigint, expires_at timestamptz)
+VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT ROWS 100
+LANGUAGE c AS 'MODULE_PATHNAME', 'lease_refresh_many';
+COMMENT ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) IS
+    'lease_refresh of each name in lease_names, in one statement: a row per name, in order';
+
 
 -- A holder id is shown only to roles that are members of the tenure's role (and superusers):
 -- another role that knew it could take a free lease under it, and the rightful holder would then

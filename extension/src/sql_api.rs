@@ -82,6 +82,11 @@ sql_function!(lease_refresh, pg_finfo_lease_refresh, refresh);
 sql_function!(lease_release, pg_finfo_lease_release, release);
 sql_function!(lease_fence, pg_finfo_lease_fence, fence);
 sql_function!(lease_evict, pg_finfo_lease_evict, evict);
+sql_function!(lease_refresh_many, pg_finfo_lease_refresh_many, refresh_many);
+
+/// Most names one `lease_refresh_many` call takes (SQLSTATE 22023 beyond): bounds one call's
+/// time (about 10 µs a name) and the locks it holds until its transaction ends.
+pub const MAX_BATCH_NAMES: usize = 100_000;
 
 fn acquire(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
     tenure_call(fcinfo, |call, holder, duration| call.acquire(holder, duration))
@@ -102,6 +107,42 @@ fn tenure_call(
     let name = name_arg(fcinfo, 2)?;
     let grant = with_call(&CallSite::get(fcinfo), name, |call| op(call, &holder, duration))?;
     Ok(grant_datum(&grant))
+}
+
+/// `(holder uuid, lease_duration interval, lease_names text[])` -> a row `(lease_name,
+/// acquired, fencing_token, expires_at)` per element, in order: `lease_refresh` of each name, all
+/// in one statement (one transaction, one WAL flush at commit), each with its own guarantees.
+fn refresh_many(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
+    let holder = holder_arg(fcinfo, 0)?;
+    let duration = duration_arg(fcinfo, 1)?;
+    let names = names_arg(fcinfo, 2)?;
+    let grants = with_calls(&CallSite::get(fcinfo), |calls| {
+        names.iter().map(|&name| calls.call(name).refresh(&holder, duration)).collect::<Result<Vec<_>, _>>()
+    })?;
+    // After the SPI session has ended: the result goes into the caller's per-query memory.
+    // SAFETY: fmgr's fcinfo of a set-returning function; InitMaterializedSRF raises an error
+    // (caught by the caller) if the call site does not accept a materialized set.
+    unsafe {
+        pg_sys::InitMaterializedSRF(fcinfo, 0);
+        let rsinfo = (*fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
+        for (name, grant) in names.iter().zip(&grants) {
+            let mut values = [
+                name.datum,
+                Datum::from(grant.acquired),
+                Datum::from(grant.fencing_token.unwrap_or(0)),
+                Datum::from(grant.expires_at.unwrap_or(0)),
+            ];
+            let mut nulls = [false, false, grant.fencing_token.is_none(), grant.expires_at.is_none()];
+            // SAFETY: four values and nulls for the declared four-column result.
+            pg_sys::tuplestore_putvalues(
+                (*rsinfo).setResult,
+                (*rsinfo).setDesc,
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+            );
+        }
+    }
+    Ok(Datum::from(0))
 }
 
 /// `(holder uuid, lease_name text)` -> `boolean`.
@@ -127,13 +168,33 @@ fn evict(fcinfo: FunctionCallInfo) -> Result<Datum, LeaseError> {
     Ok(Datum::from(evicted))
 }
 
-/// Runs `op` as the function's owner, with lock waits bounded, index plans forced and an SPI
-/// connection open.
+/// Runs `op` on one lease name: see [`with_calls`].
 fn with_call<T>(
     site: &CallSite,
     name: LeaseName,
     op: impl FnOnce(&LeaseCall) -> Result<T, LeaseError>,
 ) -> Result<T, LeaseError> {
+    with_calls(site, |calls| op(&calls.call(name)))
+}
+
+/// What the calls of one function invocation share: the SPI session, the caller's role, the
+/// moment of the invocation and the timeline.
+struct Calls<'a> {
+    spi: &'a SpiSession,
+    role: Oid,
+    now: pg_sys::TimestampTz,
+    timeline: i32,
+}
+
+impl<'a> Calls<'a> {
+    fn call(&self, name: LeaseName<'a>) -> LeaseCall<'a> {
+        LeaseCall { spi: self.spi, name, role: self.role, now: self.now, timeline: self.timeline }
+    }
+}
+
+/// Runs `op` as the function's owner, with lock waits bounded, index plans forced and an SPI
+/// connection open.
+fn with_calls<T>(site: &CallSite, op: impl FnOnce(&Calls) -> Result<T, LeaseError>) -> Result<T, LeaseError> {
     // SAFETY: a read of shared recovery state, valid in any backend.
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Err(LeaseError::new(SqlState::READ_ONLY_SQL_TRANSACTION, "leases cannot be taken on a standby server")
@@ -149,7 +210,7 @@ fn with_call<T>(
     let _bound = LockWaitBound::enter();
     let _plans = IndexPlans::enter();
     let spi = SpiSession::connect()?;
-    op(&LeaseCall { spi: &spi, name, role, now, timeline })
+    op(&Calls { spi: &spi, role, now, timeline })
 }
 
 fn arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Datum> {
@@ -194,9 +255,51 @@ fn duration_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<i64, LeaseError> {
     }
 }
 
+/// The lease names of a `text[]` argument: one-dimensional, at most [`MAX_BATCH_NAMES`], none
+/// NULL, each valid as a lease name ([`lease_name`]).
+fn names_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<Vec<LeaseName<'a>>, LeaseError> {
+    let datum = arg(fcinfo, n).ok_or_else(|| null_argument("lease_names"))?;
+    // SAFETY: a non-null text[] datum, detoasted into the call's memory context; its elements
+    // are deconstructed (pointing into that copy) into arrays palloc'd there too.
+    let (elements, nulls) = unsafe {
+        let array = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()).cast::<pg_sys::ArrayType>();
+        if (*array).ndim > 1 {
+            return Err(invalid("lease_names must be a one-dimensional array"));
+        }
+        let (mut elements, mut nulls, mut count) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        pg_sys::deconstruct_array(
+            array,
+            pg_sys::TEXTOID,
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+            &mut elements,
+            &mut nulls,
+            &mut count,
+        );
+        let count = count as usize;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        (std::slice::from_raw_parts(elements, count), std::slice::from_raw_parts(nulls, count))
+    };
+    if elements.len() > MAX_BATCH_NAMES {
+        return Err(invalid(format!("lease_names must have at most {MAX_BATCH_NAMES} names, not {}", elements.len()))
+            .hint("Renew in several calls."));
+    }
+    if nulls.iter().any(|&null| null) {
+        return Err(null_argument("an element of lease_names"));
+    }
+    elements.iter().map(|&element| lease_name(element)).collect()
+}
+
 /// The lease name as a detoasted `text` datum and as `&str`: 1 to [`MAX_NAME_BYTES`] bytes.
 fn name_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<LeaseName<'a>, LeaseError> {
-    let datum = arg(fcinfo, n).ok_or_else(|| null_argument("lease_name"))?;
+    lease_name(arg(fcinfo, n).ok_or_else(|| null_argument("lease_name"))?)
+}
+
+/// A non-null `text` datum as a lease name: see [`name_arg`].
+fn lease_name<'a>(datum: Datum) -> Result<LeaseName<'a>, LeaseError> {
     // SAFETY: a non-null text datum; the detoasted copy lives in the call's memory context,
     // which outlives the call.
     unsafe {
