@@ -2,7 +2,7 @@
 //! value taken from [`Results`]: time per call on the socket and on the delayed link,
 //! throughput by connections, holder p99 by standbys, failover times, client CPU.
 
-use super::contention::{ContentionResult, System, STANDBY_COUNTS};
+use super::contention::{ContentionResult, System, STANDBY_COUNTS, SYSTEMS};
 use super::report::f_int;
 use super::single::{Alternative, SingleResult};
 use super::Results;
@@ -87,6 +87,7 @@ fn single_bars(result: &SingleResult) -> Vec<Bar> {
             let (label, color) = match row.alternative {
                 Alternative::LeaseRefresh => ("lease_lock.lease_refresh", OURS),
                 Alternative::LeaseAcquire => ("lease_lock.lease_acquire (renewal)", OURS),
+                Alternative::PortableRefresh => ("portable lease_refresh", OURS),
                 Alternative::ReferenceTransaction => ("reference BEGIN;upsert;COMMIT", REFERENCE),
                 Alternative::ReferenceUpsert => ("reference upsert, autocommit", REFERENCE),
                 Alternative::AdvisoryLock => ("advisory lock + unlock", OTHER),
@@ -106,13 +107,13 @@ fn single_bars(result: &SingleResult) -> Vec<Bar> {
 
 fn contention_bars(result: &ContentionResult) -> Vec<Bar> {
     let mut bars = Vec::new();
-    for system in [System::LeaseLock, System::Reference] {
+    for system in SYSTEMS {
         for n in STANDBY_COUNTS {
             if let Some(row) = result.row(system, n) {
                 bars.push(Bar {
                     label: format!("{}, {n} standbys", system.label()),
                     value: row.holder.p99_ms,
-                    color: if system == System::LeaseLock { OURS } else { REFERENCE },
+                    color: if system == System::Reference { REFERENCE } else { OURS },
                     text: format!("{:.3} ms  ({:.2}x none)", row.holder.p99_ms, row.p99_vs_none),
                 });
             }

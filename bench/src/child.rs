@@ -32,6 +32,9 @@ pub struct HoldArgs {
     pub lease_duration: Duration,
     #[arg(long, value_parser = humantime::parse_duration)]
     pub refresh_interval: Duration,
+    /// The schema of lease_lock's functions (the C extension's or the portable edition's).
+    #[arg(long, default_value = "lease_lock")]
+    pub schema: String,
 }
 
 impl HoldArgs {
@@ -52,6 +55,8 @@ impl HoldArgs {
             humantime::format_duration(self.lease_duration).to_string(),
             "--refresh-interval".into(),
             humantime::format_duration(self.refresh_interval).to_string(),
+            "--schema".into(),
+            self.schema.clone(),
         ]
     }
 }
@@ -66,6 +71,7 @@ pub async fn hold_leases(args: &HoldArgs) -> Result<Vec<Lease>, BenchError> {
         .lease_name(args.lease_name(0))
         .lease_duration(args.lease_duration)
         .refresh_interval(args.refresh_interval)
+        .schema(&args.schema)
         .build()?;
     let mut leases = Vec::with_capacity(args.leases);
     for i in 0..args.leases {

@@ -11,7 +11,7 @@
 //! this process) does not delay its timing; what remains is what the standbys do to it in the
 //! server (row locks, CPU).
 
-use super::sql::{self, expect, LeaseCalls, Reference, BENCH_LEASE};
+use super::sql::{self, expect, Edition, LeaseCalls, Reference, BENCH_LEASE};
 use super::stats::{run_for, LatencySummary, RoundLatencies, Sample};
 use super::BenchError;
 use serde::Serialize;
@@ -35,15 +35,37 @@ const HOLDER_WARMUP: u32 = 20;
 #[serde(rename_all = "snake_case")]
 pub enum System {
     LeaseLock,
+    /// lease_lock's portable edition (schema `lease_portable`, see [`Edition`]).
+    Portable,
     Reference,
 }
+
+pub const SYSTEMS: [System; 3] = [System::LeaseLock, System::Portable, System::Reference];
 
 impl System {
     pub fn label(self) -> &'static str {
         match self {
             System::LeaseLock => "lease_lock",
+            System::Portable => "lease_lock, portable edition",
             System::Reference => "reference",
         }
+    }
+
+    /// The lease_lock edition the system calls; `None` for the reference.
+    fn edition(self) -> Option<Edition> {
+        match self {
+            System::LeaseLock => Some(Edition::C),
+            System::Portable => Some(Edition::Portable),
+            System::Reference => None,
+        }
+    }
+
+    /// A connection of this system's client (holder or standby) with its calls prepared.
+    async fn connect(self, conninfo: &str, id: Uuid) -> Result<Standby, BenchError> {
+        Ok(match self.edition() {
+            Some(edition) => Standby::Lease(LeaseCalls::connect(conninfo, edition, id).await?),
+            None => Standby::Reference(Reference::connect(conninfo, id, BENCH_LEASE).await?),
+        })
     }
 }
 
@@ -111,21 +133,19 @@ pub async fn run(
     let control = sql::connect(conninfo).await?;
     sql::reset_reference(&control).await?;
     let holder_id = Uuid::new_v4();
-    expect(
-        LeaseCalls::connect(conninfo, holder_id).await?.acquire(lease_name).await?,
-        "the holder could not take the contended lease",
-    )?;
-    expect(
-        Reference::connect(conninfo, holder_id, BENCH_LEASE).await?.get_lease().await?,
-        "the reference holder could not take its lease",
-    )?;
+    let most = STANDBY_COUNTS[STANDBY_COUNTS.len() - 1];
+    let systems = SYSTEMS;
+    let mut standby_sets = Vec::new();
+    for system in systems {
+        let taken = match system.connect(conninfo, holder_id).await? {
+            Standby::Lease(calls) => calls.acquire(lease_name).await?,
+            Standby::Reference(reference) => reference.get_lease().await?,
+        };
+        expect(taken, "the holder could not take the contended lease")?;
+        standby_sets.push(open_standbys(conninfo, system, most).await?);
+    }
     let lease_name: Arc<str> = lease_name.into();
 
-    let most = STANDBY_COUNTS[STANDBY_COUNTS.len() - 1];
-    let lease_standbys = open_standbys(conninfo, System::LeaseLock, most).await?;
-    let reference_standbys = open_standbys(conninfo, System::Reference, most).await?;
-
-    let systems = [System::LeaseLock, System::Reference];
     let mut latencies = vec![RoundLatencies::default(); systems.len() * STANDBY_COUNTS.len()];
     let mut polls = vec![(0u64, 0u64, Duration::ZERO); latencies.len()];
     for round in 0..rounds {
@@ -133,7 +153,7 @@ pub async fn run(
             for k in 0..systems.len() {
                 let s = (round + level + k) % systems.len();
                 let system = systems[s];
-                let standbys = if system == System::LeaseLock { &lease_standbys } else { &reference_standbys };
+                let standbys = &standby_sets[s];
                 let (sample, counts, polled_for) =
                     with_standbys(&standbys[..n], conninfo, system, holder_id, &lease_name, period).await?;
                 let taken = counts.taken.load(Ordering::Relaxed);
@@ -180,13 +200,7 @@ async fn open_standbys(conninfo: &str, system: System, n: usize) -> Result<Vec<A
     let mut opening = JoinSet::new();
     for _ in 0..n {
         let conninfo = conninfo.to_string();
-        opening.spawn(async move {
-            let id = Uuid::new_v4();
-            Ok::<_, BenchError>(Arc::new(match system {
-                System::LeaseLock => Standby::Lease(LeaseCalls::connect(&conninfo, id).await?),
-                System::Reference => Standby::Reference(Reference::connect(&conninfo, id, BENCH_LEASE).await?),
-            }))
-        });
+        opening.spawn(async move { Ok::<_, BenchError>(Arc::new(system.connect(&conninfo, Uuid::new_v4()).await?)) });
     }
     let mut standbys = Vec::new();
     while let Some(opened) = opening.join_next().await {
@@ -253,14 +267,11 @@ async fn time_holder(
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async move {
-            let holder = match system {
-                System::LeaseLock => Standby::Lease(LeaseCalls::connect(&conninfo, holder_id).await?),
-                System::Reference => Standby::Reference(Reference::connect(&conninfo, holder_id, BENCH_LEASE).await?),
-            };
-            // The holder renews with lease_lock.lease_refresh; the reference's holder with its transaction.
+            let holder = system.connect(&conninfo, holder_id).await?;
+            // The holder renews with lease_refresh; the reference's holder with its transaction.
             run_for(period, HOLDER_WARMUP, async || match &holder {
                 Standby::Lease(calls) => {
-                    expect(calls.refresh(&lease_name).await?, "the holder's lease_lock.lease_refresh did not renew")
+                    expect(calls.refresh(&lease_name).await?, "the holder's lease_refresh did not renew")
                 }
                 Standby::Reference(reference) => {
                     expect(reference.get_lease().await?, "the reference holder's renewal did not renew")

@@ -6,6 +6,7 @@
 //! each one's CPU time is its own.
 
 use super::child::{spawn_holder, HoldArgs};
+use super::sql::Edition;
 use super::{secs, BenchError, Plan};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -60,6 +61,7 @@ pub async fn run(conninfo: &str, exe: &std::path::Path, plan: &Plan) -> Result<C
             leases,
             lease_duration: LEASE,
             refresh_interval: REFRESH,
+            schema: Edition::C.schema().into(),
         };
         let child = spawn_holder(exe, &args).await?;
         let pid = child.id().ok_or_else(|| anyhow::anyhow!("holder child already exited"))?;

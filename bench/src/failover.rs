@@ -10,9 +10,11 @@
 //! - Crash: a `bench hold` child process holds the lease; a `LeaseClient` in this process waits
 //!   in `acquire()`; the child is SIGKILLed at a random phase of its renewals; we time from the
 //!   kill to the standby holding, against the lease duration.
+//! - The graceful (notified) and crash failovers again with the portable edition
+//!   ([`Edition::Portable`]), the clients told its schema.
 
 use super::child::{spawn_holder, HoldArgs};
-use super::sql::{self, expect, random_unit, Reference};
+use super::sql::{self, expect, random_unit, Edition, Reference};
 use super::stats::SmallSample;
 use super::{ms, BenchError, Plan};
 use lease_lock_client::{Lease, LeaseClient};
@@ -48,6 +50,10 @@ pub struct FailoverResult {
     pub crash_bound_ms: f64,
     /// From SIGKILL of the holder process to the standby holding.
     pub crash: SmallSample,
+    /// The same with the portable edition: from `release()` returning to the standby holding,
+    /// and from SIGKILL of the holder process to the standby holding.
+    pub portable_notified: SmallSample,
+    pub portable_crash: SmallSample,
 }
 
 /// Runs scenario 5.
@@ -55,9 +61,11 @@ pub struct FailoverResult {
 /// # Errors
 /// A failed acquire or release, a holder child that did not start.
 pub async fn run(conninfo: &str, exe: &Path, plan: &Plan) -> Result<FailoverResult, BenchError> {
-    let (notified_from_return, notified_from_call) = notified(conninfo, plan.graceful_reps).await?;
+    let (notified_from_return, notified_from_call) = notified(conninfo, Edition::C, plan.graceful_reps).await?;
     let polling = polling(conninfo, plan.graceful_reps).await?;
-    let crash = crash(conninfo, exe, plan.crash_reps).await?;
+    let crash_times = crash(conninfo, Edition::C, exe, plan.crash_reps).await?;
+    let (portable_notified, _) = notified(conninfo, Edition::Portable, plan.graceful_reps).await?;
+    let portable_crash = crash(conninfo, Edition::Portable, exe, plan.crash_reps).await?;
     Ok(FailoverResult {
         graceful_lease_ms: ms(GRACEFUL_LEASE),
         graceful_refresh_ms: ms(GRACEFUL_REFRESH),
@@ -67,12 +75,25 @@ pub async fn run(conninfo: &str, exe: &Path, plan: &Plan) -> Result<FailoverResu
         crash_lease_ms: ms(CRASH_LEASE),
         crash_refresh_ms: ms(CRASH_REFRESH),
         crash_bound_ms: ms(CRASH_LEASE + CRASH_REFRESH),
-        crash: SmallSample::of(crash),
+        crash: SmallSample::of(crash_times),
+        portable_notified: SmallSample::of(portable_notified),
+        portable_crash: SmallSample::of(portable_crash),
     })
 }
 
-fn client(conninfo: &str, lease_name: &str, lease: Duration, refresh: Duration) -> Result<LeaseClient, BenchError> {
-    Ok(LeaseClient::builder(conninfo).lease_name(lease_name).lease_duration(lease).refresh_interval(refresh).build()?)
+fn client(
+    conninfo: &str,
+    edition: Edition,
+    lease_name: &str,
+    lease: Duration,
+    refresh: Duration,
+) -> Result<LeaseClient, BenchError> {
+    Ok(LeaseClient::builder(conninfo)
+        .schema(edition.schema())
+        .lease_name(lease_name)
+        .lease_duration(lease)
+        .refresh_interval(refresh)
+        .build()?)
 }
 
 /// `later - earlier` in milliseconds, negative if `later` came first.
@@ -92,10 +113,12 @@ fn wait_in_acquire(standby: LeaseClient) -> tokio::task::JoinHandle<Result<(Leas
 }
 
 /// Two clients take turns: one holds and releases, the other waits and takes over.
-async fn notified(conninfo: &str, reps: usize) -> Result<(Vec<f64>, Vec<f64>), BenchError> {
+async fn notified(conninfo: &str, edition: Edition, reps: usize) -> Result<(Vec<f64>, Vec<f64>), BenchError> {
+    // A name per edition: both send the same notification channel, in one database.
+    let name = format!("graceful-{}", edition.schema());
     let clients = [
-        client(conninfo, "graceful", GRACEFUL_LEASE, GRACEFUL_REFRESH)?,
-        client(conninfo, "graceful", GRACEFUL_LEASE, GRACEFUL_REFRESH)?,
+        client(conninfo, edition, &name, GRACEFUL_LEASE, GRACEFUL_REFRESH)?,
+        client(conninfo, edition, &name, GRACEFUL_LEASE, GRACEFUL_REFRESH)?,
     ];
     let mut holder = clients[0].acquire().await?;
     let (mut from_return, mut from_call) = (Vec::new(), Vec::new());
@@ -149,15 +172,16 @@ async fn polling(conninfo: &str, reps: usize) -> Result<Vec<f64>, BenchError> {
 }
 
 /// A holder process is killed; a waiting standby takes over when the lease expires.
-async fn crash(conninfo: &str, exe: &Path, reps: usize) -> Result<Vec<f64>, BenchError> {
+async fn crash(conninfo: &str, edition: Edition, exe: &Path, reps: usize) -> Result<Vec<f64>, BenchError> {
     let args = HoldArgs {
         conninfo: conninfo.to_string(),
-        prefix: "crash".into(),
+        prefix: format!("crash-{}", edition.schema()),
         leases: 1,
         lease_duration: CRASH_LEASE,
         refresh_interval: CRASH_REFRESH,
+        schema: edition.schema().into(),
     };
-    let standby = client(conninfo, &args.lease_name(0), CRASH_LEASE, CRASH_REFRESH)?;
+    let standby = client(conninfo, edition, &args.lease_name(0), CRASH_LEASE, CRASH_REFRESH)?;
     let mut times = Vec::new();
     for rep in 0..reps {
         let mut child = spawn_holder(exe, &args).await?;

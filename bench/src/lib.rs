@@ -14,6 +14,8 @@
 //! 5. [`failover`]: release-to-standby and kill-to-standby times through the Rust client.
 //! 6. [`cost`]: CPU and memory of a process holding 1, 100 and 1,000 leases.
 //! 7. [`scale`]: one renewal's cost with 1, 100,000 and 1,000,000 lease names in the table.
+//! 8. [`batch`]: 10,000 leases of one holder renewed on one connection, one call per lease
+//!    against one `lease_refresh_many` call for all, for each edition.
 //!
 //! Alternatives of a scenario run interleaved in rounds (the order changing each round), so that
 //! noise from other work on the machine hits all of them alike. Per-round figures are reported
@@ -21,6 +23,7 @@
 //! rounds' percentiles, each from an HDR histogram of every call of the round. [`report`]
 //! writes the Markdown and the JSON, [`chart`] the SVG.
 
+pub mod batch;
 pub mod chart;
 pub mod child;
 pub mod contention;
@@ -77,6 +80,9 @@ pub struct Plan {
     pub scale_names: Vec<u64>,
     pub scale_rounds: usize,
     pub scale_period_s: f64,
+    /// Scenario 8: rounds, and seconds per edition and way per round.
+    pub batch_rounds: usize,
+    pub batch_period_s: f64,
 }
 
 impl Plan {
@@ -101,6 +107,8 @@ impl Plan {
             scale_names: vec![1, 100_000, 1_000_000],
             scale_rounds: 5,
             scale_period_s: 1.0,
+            batch_rounds: 3,
+            batch_period_s: 2.0,
         }
     }
 
@@ -123,6 +131,8 @@ impl Plan {
             scale_names: vec![1, 10_000, 100_000],
             scale_rounds: 2,
             scale_period_s: 0.3,
+            batch_rounds: 1,
+            batch_period_s: 1.0,
         }
     }
 }
@@ -149,6 +159,7 @@ pub struct Results {
     pub failover: failover::FailoverResult,
     pub cost: cost::CostResult,
     pub scale: scale::ScaleResult,
+    pub batch: batch::BatchResult,
     pub goals: Vec<report::Goal>,
     pub run_seconds: f64,
 }
@@ -175,7 +186,8 @@ pub const LINK_DELAY_EACH_WAY: Duration = Duration::from_micros(500);
 pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchError> {
     let started = Instant::now();
     // Default server settings: durability as shipped (fsync, synchronous_commit, full pages).
-    let cluster = TestCluster::start(&[]);
+    // Connections for scenario 3: 100 standbys for each of the three systems, open at once.
+    let cluster = TestCluster::start(&["max_connections=400"]);
     let db = cluster.fresh_database();
     let socket = db.conninfo();
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.port()));
@@ -186,6 +198,8 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
     let machine = machine::describe(&control, &context.repo).await?;
     info!(cpu = %machine.cpu_model, cores = machine.cores, postgres = %machine.postgres_version, "machine");
     sql::create_schema(&control, &socket).await?;
+    // The portable edition next to the C extension, as a managed service's user installs it.
+    cluster.install_portable(&db.name, sql::Edition::Portable.schema());
 
     info!("scenario 1: one holder, one lease, Unix socket");
     let single_socket = single::run(&socket, SOCKET_LINK, "single-socket", plan).await?;
@@ -219,6 +233,8 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
     let cost = cost::run(&socket, &context.exe, plan).await?;
     info!("scenario 7: renewal cost by the number of lease names");
     let scale = scale::run(&cluster, plan).await?;
+    info!("scenario 8: 10,000 leases renewed per lease and in one batch call");
+    let batch = batch::run(&socket, plan).await?;
 
     let mut results = Results {
         machine,
@@ -232,6 +248,7 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
         failover,
         cost,
         scale,
+        batch,
         goals: Vec::new(),
         run_seconds: 0.0,
     };

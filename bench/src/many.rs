@@ -87,7 +87,7 @@ pub async fn run(conninfo: &str, control: &Client, plan: &Plan) -> Result<ManyRe
     let mut workers = Vec::new();
     for _ in 0..max {
         let client = sql::connect(conninfo).await?;
-        let refresh = client.prepare(sql::REFRESH_SQL).await?;
+        let refresh = client.prepare(sql::Edition::C.refresh_sql()).await?;
         let update = client.prepare("UPDATE floor_many SET v = v + 1 WHERE id = $1").await?;
         let force_stats = client.prepare("SELECT pg_stat_force_next_flush()").await?;
         workers.push(Arc::new(Worker { client, refresh, update, force_stats }));

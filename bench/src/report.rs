@@ -2,9 +2,11 @@
 //! `docs/benchmarks.md` (the tables inside the explanation template `benchmarks.md.j2`). Every figure comes
 //! from [`Results`]; the template's text says only what each row is and how it was measured.
 
+use super::batch::Way;
 use super::contention::{ContentionResult, System, STANDBY_COUNTS};
 use super::many::PLATEAU_GAIN;
 use super::single::{Alternative, SingleResult, ALTERNATIVES};
+use super::sql::Edition;
 use super::stats::{LatencySummary, SmallSample, Spread};
 use super::Results;
 use serde::Serialize;
@@ -97,6 +99,40 @@ pub fn goals(r: &Results) -> Vec<Goal> {
                 rounds_x(&row.time_vs_one_name)
             ),
             met: row.time_vs_one_name.median <= 1.2,
+        });
+    }
+    let b = &r.batch;
+    if let Some(batch) = b.row(Edition::C, Way::Batch) {
+        goals.push(Goal {
+            goal: format!(
+                "One holder keeps {} leases renewed every second on one connection (lease_refresh_many of all: p99 under 1 s)",
+                f_int(b.leases as f64)
+            ),
+            measured: format!(
+                "one call for {} leases: p50 {} ms, p99 {} ms, max {} ms",
+                f_int(b.leases as f64),
+                f_ms(batch.call_latency.p50_ms),
+                f_ms(batch.call_latency.p99_ms),
+                f_ms(batch.call_latency.max_ms)
+            ),
+            met: batch.call_latency.count > 0 && batch.call_latency.p99_ms < 1000.0,
+        });
+    }
+    for (edition, ratio) in &b.batch_vs_per_lease {
+        if *edition == Edition::C {
+            goals.push(Goal {
+                goal: "Renewals per second of lease_refresh_many at least 20x one lease_refresh call per lease, one connection"
+                    .into(),
+                measured: format!("{}, the median of the rounds' {}", x_goal(ratio.median, 20.0), rounds_x(ratio)),
+                met: ratio.median >= 20.0,
+            });
+        }
+    }
+    if let Some(per_lease) = r.cost.rows.iter().rev().find_map(|row| row.rss_kib_per_extra_lease) {
+        goals.push(Goal {
+            goal: "Client memory per extra held lease at most 10 KiB (RSS growth, scenario 6)".into(),
+            measured: format!("{per_lease:.2} KiB per extra lease"),
+            met: per_lease <= 10.0,
         });
     }
     goals
@@ -436,6 +472,17 @@ fn failover_table(r: &Results) -> String {
         small_cells(&f.crash),
         f_ms(f.crash_bound_ms)
     );
+    let _ = writeln!(
+        s,
+        "| graceful, portable edition: `release()` returned -> notified standby's `acquire()` returned | {} | as lease_lock's |",
+        small_cells(&f.portable_notified)
+    );
+    let _ = writeln!(
+        s,
+        "| crash, portable edition: holder process SIGKILLed -> standby holding | {} | at most {} ms |",
+        small_cells(&f.portable_crash),
+        f_ms(f.crash_bound_ms)
+    );
     s
 }
 
@@ -480,6 +527,36 @@ fn scale_table(r: &Results) -> String {
     s
 }
 
+fn batch_table(r: &Results) -> String {
+    let b = &r.batch;
+    let mut s = String::from(
+        "| edition | how | leases renewed/s, median (rounds) | one call p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n",
+    );
+    for row in &b.rows {
+        let how = match row.way {
+            Way::PerLease => "`lease_refresh`, one call per lease".to_string(),
+            Way::Batch => format!("`lease_refresh_many`, one call for {} leases", f_int(b.leases as f64)),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {how} | {} | {} |",
+            row.edition.label(),
+            rate_cell(&row.renewals),
+            latency_cells(&row.call_latency)
+        );
+    }
+    for (edition, ratio) in &b.batch_vs_per_lease {
+        let _ = writeln!(
+            s,
+            "\n{}: the batch renews {} as many leases per second as one call per lease (rounds: {}).",
+            edition.label(),
+            x(ratio.median),
+            rounds_x(ratio)
+        );
+    }
+    s
+}
+
 // ---- documents ---------------------------------------------------------------------------
 
 /// `results/benchmarks.md`: the machine, the goals and every table, without the explanations.
@@ -496,7 +573,8 @@ pub fn results_markdown(r: &Results) -> String {
          ## 4. Fenced writes\n\n{}\n\
          ## 5. Failover\n\n{}\n\
          ## 6. Client cost\n\n{}\n\
-         ## 7. Renewal cost by the number of lease names\n\n{}",
+         ## 7. Renewal cost by the number of lease names\n\n{}\n\
+         ## 8. Many leases, one call\n\n{}",
         machine_section(r),
         goals_section(r),
         r.single_socket.link,
@@ -516,13 +594,14 @@ pub fn results_markdown(r: &Results) -> String {
         failover_table(r),
         cost_table(r),
         scale_table(r),
+        batch_table(r),
     )
 }
 
 /// `docs/benchmarks.md`: the template (`benchmarks.md.j2`, the explanation around the tables)
 /// filled with this run's tables and sentences, each named `{{ name }}` there.
 pub fn docs_markdown(r: &Results) -> String {
-    let parts: [(&str, String); 15] = [
+    let parts: [(&str, String); 16] = [
         ("machine", machine_section(r)),
         ("goals", goals_section(r)),
         ("single_socket", single_table(&r.single_socket)),
@@ -538,6 +617,7 @@ pub fn docs_markdown(r: &Results) -> String {
         ("failover", failover_table(r)),
         ("cost", cost_table(r)),
         ("scale", scale_table(r)),
+        ("batch", batch_table(r)),
     ];
     let context: std::collections::BTreeMap<&str, String> =
         parts.into_iter().map(|(name, text)| (name, text.trim_end().to_string())).collect();

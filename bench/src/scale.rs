@@ -8,7 +8,7 @@
 //! rounds like scenario 1. Autovacuum is off for these tables (see `run`). Goal (issue 12): the renewal time at 100,000 and 1,000,000 names
 //! within 1.2x of the one-name table's.
 
-use super::sql::{self, expect, LeaseCalls};
+use super::sql::{self, expect, Edition, LeaseCalls};
 use super::stats::{paired_ratio, round_order, run_for, LatencySummary, RoundLatencies, Spread};
 use super::{secs, BenchError, Plan};
 use lease_lock_tests::TestCluster;
@@ -54,7 +54,7 @@ pub async fn run(cluster: &TestCluster, plan: &Plan) -> Result<ScaleResult, Benc
         control
             .batch_execute("ALTER TABLE lease_lock.leases SET (autovacuum_enabled = false); ANALYZE lease_lock.leases")
             .await?;
-        let holder = LeaseCalls::connect(&db.conninfo(), Uuid::new_v4()).await?;
+        let holder = LeaseCalls::connect(&db.conninfo(), Edition::C, Uuid::new_v4()).await?;
         expect(holder.acquire(LEASE).await?, "the holder could not take the lease")?;
         for _ in 0..WARMUP_CALLS {
             expect(holder.refresh(LEASE).await?, "lease_lock.lease_refresh did not renew")?;

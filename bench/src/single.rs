@@ -5,7 +5,7 @@
 //! alternative runs back to back calls for the same time, in an order that changes each round
 //! ([`round_order`]).
 
-use super::sql::{self, expect, LeaseCalls, Reference, BENCH_LEASE};
+use super::sql::{self, expect, Edition, LeaseCalls, Reference, BENCH_LEASE};
 use super::stats::{paired_ratio, round_order, run_for, LatencySummary, RoundLatencies, Spread};
 use super::{secs, BenchError, Plan};
 use serde::Serialize;
@@ -24,6 +24,7 @@ const WARMUP_CALLS: u32 = 20;
 pub enum Alternative {
     LeaseRefresh,
     LeaseAcquire,
+    PortableRefresh,
     ReferenceTransaction,
     ReferenceUpsert,
     AdvisoryLock,
@@ -31,9 +32,10 @@ pub enum Alternative {
     UpdateOneRow,
 }
 
-pub const ALTERNATIVES: [Alternative; 7] = [
+pub const ALTERNATIVES: [Alternative; 8] = [
     Alternative::LeaseRefresh,
     Alternative::LeaseAcquire,
+    Alternative::PortableRefresh,
     Alternative::ReferenceTransaction,
     Alternative::ReferenceUpsert,
     Alternative::AdvisoryLock,
@@ -47,6 +49,7 @@ impl Alternative {
         match self {
             Alternative::LeaseRefresh => "lease_lock.lease_refresh",
             Alternative::LeaseAcquire => "lease_lock.lease_acquire (holder renews)",
+            Alternative::PortableRefresh => "portable edition lease_refresh",
             Alternative::ReferenceTransaction => "reference: BEGIN; upsert; COMMIT",
             Alternative::ReferenceUpsert => "reference upsert, autocommit",
             Alternative::AdvisoryLock => "pg_try_advisory_lock + pg_advisory_unlock",
@@ -66,6 +69,11 @@ impl Alternative {
             Alternative::LeaseAcquire => {
                 "`lease_lock.lease_acquire` called by the current holder, which renews (same token): what \
                  a SQL-only client that always calls acquire pays."
+            }
+            Alternative::PortableRefresh => {
+                "The same renewal with the portable edition (SQL and PL/pgSQL, `SECURITY DEFINER`, \
+                 installed by its psql script into schema `lease_portable` of the same database): \
+                 what a managed PostgreSQL without C extensions pays per renewal."
             }
             Alternative::ReferenceTransaction => {
                 "The reference implementation's renewal: `BEGIN`, its `INSERT ... ON CONFLICT \
@@ -136,9 +144,14 @@ impl Caller {
     ) -> Result<Caller, BenchError> {
         Ok(match alternative {
             Alternative::LeaseRefresh | Alternative::LeaseAcquire => Caller::Lease {
-                calls: LeaseCalls::connect(conninfo, holder).await?,
+                calls: LeaseCalls::connect(conninfo, Edition::C, holder).await?,
                 lease_name: lease_name.to_string(),
                 renew_with_acquire: alternative == Alternative::LeaseAcquire,
+            },
+            Alternative::PortableRefresh => Caller::Lease {
+                calls: LeaseCalls::connect(conninfo, Edition::Portable, holder).await?,
+                lease_name: lease_name.to_string(),
+                renew_with_acquire: false,
             },
             Alternative::ReferenceTransaction | Alternative::ReferenceUpsert => Caller::Reference {
                 reference: Reference::connect(conninfo, holder, BENCH_LEASE).await?,
@@ -164,7 +177,7 @@ impl Caller {
     async fn call(&self) -> Result<(), BenchError> {
         match self {
             Caller::Lease { calls, lease_name, renew_with_acquire: false } => {
-                expect(calls.refresh(lease_name).await?, "lease_lock.lease_refresh did not renew")
+                expect(calls.refresh(lease_name).await?, "lease_refresh did not renew")
             }
             Caller::Lease { calls, lease_name, renew_with_acquire: true } => {
                 expect(calls.acquire(lease_name).await?, "lease_lock.lease_acquire by the holder did not renew")
@@ -204,9 +217,11 @@ pub async fn run(conninfo: &str, link: &str, lease_name: &str, plan: &Plan) -> R
     for alternative in ALTERNATIVES {
         callers.push(Caller::open(alternative, conninfo, holder, lease_name).await?);
     }
-    // Take the lease for the holder in both systems, so every timed call is a renewal.
-    let lease = LeaseCalls::connect(conninfo, holder).await?;
-    expect(lease.acquire(lease_name).await?, "the holder could not take the lease")?;
+    // Take the lease for the holder in every system, so every timed call is a renewal.
+    for edition in [Edition::C, Edition::Portable] {
+        let lease = LeaseCalls::connect(conninfo, edition, holder).await?;
+        expect(lease.acquire(lease_name).await?, "the holder could not take the lease")?;
+    }
     let reference = Reference::connect(conninfo, holder, BENCH_LEASE).await?;
     expect(reference.get_lease().await?, "the reference holder could not take its lease")?;
 

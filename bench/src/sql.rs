@@ -13,10 +13,76 @@ use uuid::Uuid;
 /// duration does not change what a renewal costs.
 pub const BENCH_LEASE: Duration = Duration::from_secs(3600);
 
-/// `lease_lock.lease_refresh` as the holder sends it, the duration a literal (folded when prepared).
-pub const REFRESH_SQL: &str = "SELECT acquired FROM lease_lock.lease_refresh($1, interval '1 hour', $2)";
-/// `lease_lock.lease_acquire` by the holder (a renewal) or by a standby (a refusal).
-pub const ACQUIRE_SQL: &str = "SELECT acquired FROM lease_lock.lease_acquire($1, interval '1 hour', $2)";
+/// Which lease_lock a call goes to. The runner installs both in its database: the C extension
+/// (`CREATE EXTENSION`, schema `lease_lock`) and the portable edition's psql script in schema
+/// `lease_portable`, as a role without superuser rights that owns the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Edition {
+    C,
+    Portable,
+}
+
+impl Edition {
+    /// The schema of the edition's functions.
+    pub const fn schema(self) -> &'static str {
+        match self {
+            Edition::C => "lease_lock",
+            Edition::Portable => "lease_portable",
+        }
+    }
+
+    /// `lease_refresh` as the holder sends it, the duration a literal (folded when prepared).
+    pub const fn refresh_sql(self) -> &'static str {
+        match self {
+            Edition::C => "SELECT acquired FROM lease_lock.lease_refresh($1, interval '1 hour', $2)",
+            Edition::Portable => "SELECT acquired FROM lease_portable.lease_refresh($1, interval '1 hour', $2)",
+        }
+    }
+
+    /// `lease_refresh_many` of the names `$2` for holder `$1`: how many it renewed.
+    pub const fn refresh_many_sql(self) -> &'static str {
+        match self {
+            Edition::C => {
+                "SELECT count(*) FILTER (WHERE acquired) FROM lease_lock.lease_refresh_many($1, interval '1 hour', $2)"
+            }
+            Edition::Portable => {
+                "SELECT count(*) FILTER (WHERE acquired) \
+                 FROM lease_portable.lease_refresh_many($1, interval '1 hour', $2)"
+            }
+        }
+    }
+
+    /// Takes the leases `$3 || 1` to `$3 || $2` for holder `$1` in one statement: how many it took.
+    pub const fn acquire_series_sql(self) -> &'static str {
+        match self {
+            Edition::C => {
+                "SELECT count(*) FROM generate_series(1, $2::int) AS i, \
+                 LATERAL lease_lock.lease_acquire($1, interval '1 hour', $3 || i) AS a WHERE a.acquired"
+            }
+            Edition::Portable => {
+                "SELECT count(*) FROM generate_series(1, $2::int) AS i, \
+                 LATERAL lease_portable.lease_acquire($1, interval '1 hour', $3 || i) AS a WHERE a.acquired"
+            }
+        }
+    }
+
+    /// The edition's name in tables.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Edition::C => "C extension",
+            Edition::Portable => "portable edition",
+        }
+    }
+
+    /// `lease_acquire` by the holder (a renewal) or by a standby (a refusal).
+    pub const fn acquire_sql(self) -> &'static str {
+        match self {
+            Edition::C => "SELECT acquired FROM lease_lock.lease_acquire($1, interval '1 hour', $2)",
+            Edition::Portable => "SELECT acquired FROM lease_portable.lease_acquire($1, interval '1 hour', $2)",
+        }
+    }
+}
 
 /// The reference's table and unique index: its `initialSQL`, verbatim.
 pub const REFERENCE_INITIAL_SQL: [&str; 2] = [
@@ -163,7 +229,7 @@ impl Reference {
     }
 }
 
-/// A connection with lease_lock's calls prepared, for one holder id.
+/// A connection with one edition's calls prepared, for one holder id.
 pub struct LeaseCalls {
     client: Client,
     refresh: Statement,
@@ -174,10 +240,10 @@ pub struct LeaseCalls {
 impl LeaseCalls {
     /// # Errors
     /// Connecting or preparing failed.
-    pub async fn connect(conninfo: &str, holder: Uuid) -> Result<LeaseCalls, BenchError> {
+    pub async fn connect(conninfo: &str, edition: Edition, holder: Uuid) -> Result<LeaseCalls, BenchError> {
         let client = connect(conninfo).await?;
-        let refresh = client.prepare(REFRESH_SQL).await?;
-        let acquire = client.prepare(ACQUIRE_SQL).await?;
+        let refresh = client.prepare(edition.refresh_sql()).await?;
+        let acquire = client.prepare(edition.acquire_sql()).await?;
         Ok(LeaseCalls { client, refresh, acquire, holder })
     }
 

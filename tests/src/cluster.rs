@@ -221,28 +221,43 @@ impl TestCluster {
             Edition::C => {
                 self.psql(dbname, "CREATE EXTENSION lease_lock");
             }
-            Edition::Portable => {
-                // Tests share clusters and run in parallel: the role may be created meanwhile.
-                self.psql(
-                    dbname,
-                    "DO $$BEGIN CREATE ROLE lease_owner; \
-                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END$$",
-                );
-                self.psql(dbname, "CREATE SCHEMA lease_lock AUTHORIZATION lease_owner");
-                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../portable/dist/lease_lock_portable.sql");
-                let output = Command::new(format!("{}/psql", pg_bin()))
-                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.conninfo(dbname)])
-                    .args(["-c", "SET ROLE lease_owner", "-f", script])
-                    .stdin(Stdio::null())
-                    .output()
-                    .expect("psql runs");
-                assert!(
-                    output.status.success(),
-                    "installing the portable edition: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
+            Edition::Portable => self.install_portable(dbname, "lease_lock"),
         }
+    }
+
+    /// Installs the portable edition's psql script into `schema` of `dbname` as `lease_owner`, a
+    /// role without superuser rights that owns the schema (as on a managed service). Next to the
+    /// C extension too: the benchmark runner compares the two in one database.
+    pub fn install_portable(&self, dbname: &str, schema: &str) {
+        // Tests share clusters and run in parallel: the role may be created meanwhile.
+        self.psql(
+            dbname,
+            "DO $$BEGIN CREATE ROLE lease_owner; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END$$",
+        );
+        assert!(schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "a plain identifier: {schema:?}");
+        self.psql(dbname, &format!("CREATE SCHEMA {schema} AUTHORIZATION lease_owner"));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../portable/dist/lease_lock_portable.sql");
+        let output = Command::new(format!("{}/psql", pg_bin()))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                &format!("schema={schema}"),
+                "-d",
+                &self.conninfo(dbname),
+            ])
+            .args(["-c", "SET ROLE lease_owner", "-f", script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs");
+        assert!(
+            output.status.success(),
+            "installing the portable edition: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// A new database without the extension, dropped when the guard is.
