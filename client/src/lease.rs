@@ -356,6 +356,12 @@ pub(crate) trait RenewCalls: Send + Sync + 'static {
     /// One `lease_release`, connecting first if needed.
     fn release(&self, holder: Uuid, name: &str) -> impl Future<Output = Result<bool, Error>> + Send;
 
+    /// When to renew next after a renewal sent at `sent_at` (at most one refresh interval
+    /// later). [`Session`] aligns the leases of a connection so their renewals go out together.
+    fn next_refresh(&self, sent_at: TokioInstant) -> TokioInstant {
+        sent_at + self.config().refresh_interval()
+    }
+
     /// Now on CLOCK_BOOTTIME, in nanoseconds ([`boottime_ns`]).
     fn boot_ns(&self) -> u64 {
         boottime_ns()
@@ -375,10 +381,13 @@ impl RenewCalls for Session {
     }
 
     async fn refresh(&self, holder: Uuid, name: &str, deadline: TokioInstant) -> Result<Grant, String> {
-        let conn = self.conn().await.map_err(|e| e.to_string())?;
-        let remaining = deadline.saturating_duration_since(TokioInstant::now());
-        let call = conn.refresh(holder, self.config().lease_duration(), name);
-        self.call(&conn, Some(remaining), call).await.map_err(|e: CallError| e.to_string())
+        // Every lease of a session has the session's holder id.
+        debug_assert_eq!(holder, self.holder_id());
+        self.renew(name, deadline).await
+    }
+
+    fn next_refresh(&self, sent_at: TokioInstant) -> TokioInstant {
+        Session::next_refresh(self, sent_at)
     }
 
     async fn release(&self, holder: Uuid, name: &str) -> Result<bool, Error> {
@@ -459,7 +468,7 @@ async fn renew<S: RenewCalls>(
     let mut confirmed_at = t.confirmed_at;
     // After a suspend the monotonic timers below fire late; this catches up at each wake.
     let suspended_past_deadline = || t.session.boot_ns() >= boot_deadline.load(Ordering::Acquire);
-    let mut next_refresh = confirmed_at + config.refresh_interval();
+    let mut next_refresh = t.session.next_refresh(confirmed_at);
     let mut retry = Backoff::new(config.refresh_interval() / 8, config.refresh_interval());
     let mut last_error: Option<String> = None;
     info!("lease held");
@@ -494,7 +503,7 @@ async fn renew<S: RenewCalls>(
             {
                 confirmed_at = sent_at;
                 boot_deadline.store(sent_boot + config.renew_deadline().as_nanos() as u64, Ordering::Release);
-                next_refresh = sent_at + config.refresh_interval();
+                next_refresh = t.session.next_refresh(sent_at);
                 retry.reset();
                 last_error = None;
                 state.send_replace(LeaseState::Held {

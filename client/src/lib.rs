@@ -16,7 +16,9 @@
 //! - **Run while held**: [`Lease::run_while_held`] cancels the work the moment the lease is lost.
 //! - **Elect**: [`LeaseClient::run_elector`] competes, leads, and competes again after a loss.
 //! - **Many leases**: [`LeaseClient::for_lease`] gives clients of other lease names that share
-//!   one connection and one holder id; their renewals pipeline over that connection.
+//!   one connection and one holder id; their renewals are aligned on a grid of refresh
+//!   intervals and sent together, as one `lease_refresh_many` per interval (one `lease_refresh`
+//!   per lease if the server lacks it or the role may not call it).
 //!
 //! Settings and their defaults (see [`LeaseConfig`]): lease name `default`, holder id a fresh
 //! random UUID per built client, schema `lease_lock` (where the extension's functions and the

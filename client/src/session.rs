@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, watch, Mutex};
+use tokio::sync::{broadcast, oneshot, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, Connection, Statement};
 use tracing::{debug, warn};
@@ -41,12 +41,13 @@ enum GrantCall {
     Refresh = 1,
 }
 
-/// The statements of the three lease calls, with the extension's schema in them.
+/// The statements of the lease calls, with the extension's schema in them.
 #[derive(Debug)]
 struct Sql {
     acquire: String,
     refresh: String,
     release: String,
+    refresh_many: String,
 }
 
 impl Sql {
@@ -68,6 +69,9 @@ impl Sql {
             ),
             refresh: format!("SELECT acquired, fencing_token, expires_at FROM {s}.lease_refresh($1, $2, $3)"),
             release: format!("SELECT {s}.lease_release($1, $2)"),
+            refresh_many: format!(
+                "SELECT lease_name, acquired, fencing_token, expires_at FROM {s}.lease_refresh_many($1, $2, $3)"
+            ),
         }
     }
 }
@@ -179,6 +183,29 @@ impl DbConn {
         self.grant(GrantCall::Refresh, holder, duration, name).await
     }
 
+    /// `lease_refresh_many` of `names`: a grant per name, in order. Sent with its parameter
+    /// types (no prepare): it runs once per refresh interval, and works behind a pooler.
+    pub async fn refresh_many(
+        &self,
+        holder: Uuid,
+        duration: Duration,
+        names: &[String],
+    ) -> Result<Vec<Grant>, tokio_postgres::Error> {
+        let interval = PgInterval(duration);
+        let params: [(&(dyn ToSql + Sync), Type); 3] =
+            [(&holder, Type::UUID), (&interval, Type::INTERVAL), (&names, Type::TEXT_ARRAY)];
+        let rows = self.client.query_typed(&self.sql.refresh_many, &params).await?;
+        Ok(rows
+            .iter()
+            .map(|row| Grant {
+                acquired: row.get(1),
+                fencing_token: row.get(2),
+                expires_at: row.get(3),
+                continued: false,
+            })
+            .collect())
+    }
+
     pub async fn release(&self, holder: Uuid, name: &str) -> Result<bool, tokio_postgres::Error> {
         let row = match &self.statements {
             Some(statements) => self.client.query_one(&statements[2], &[&holder, &name]).await?,
@@ -189,6 +216,50 @@ impl DbConn {
             }
         };
         Ok(row.get(0))
+    }
+}
+
+/// Renewals waiting to go out together in one `lease_refresh_many` (see [`Session::renew`]).
+#[derive(Default)]
+struct Renewals {
+    pending: Vec<PendingRenewal>,
+    /// A task is sending a batch; when it is done, the next one takes what is pending.
+    sending: bool,
+}
+
+struct PendingRenewal {
+    name: String,
+    reply: oneshot::Sender<BatchAnswer>,
+}
+
+/// What a batch says to each lease in it.
+enum BatchAnswer {
+    Grant(Grant),
+    Failed(String),
+    /// The batch as a whole failed with an error of the database (a function the installed
+    /// version lacks, or an error one lease's refresh raises): renew this lease on its own.
+    Alone,
+}
+
+/// Sets `sending` for as long as it lives; dropped (done, or cancelled), it clears it and wakes
+/// the waiting renewals, one of which sends what is pending next.
+struct SendingGuard<'a>(&'a Session);
+
+impl<'a> SendingGuard<'a> {
+    fn try_start(session: &'a Session) -> Option<SendingGuard<'a>> {
+        let mut renewals = session.renewals.lock().expect("renewals lock");
+        if renewals.sending || renewals.pending.is_empty() {
+            return None;
+        }
+        renewals.sending = true;
+        Some(SendingGuard(session))
+    }
+}
+
+impl Drop for SendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.renewals.lock().expect("renewals lock").sending = false;
+        self.0.renewals_done.notify_waiters();
     }
 }
 
@@ -203,6 +274,14 @@ pub(crate) struct Session {
     /// The `application_name` to look for in other sessions on the first open (see
     /// [`Session::warn_if_holder_id_in_use`]), until that check has run.
     duplicate_check: std::sync::Mutex<Option<String>>,
+    /// The holder id of every lease of this session (`for_lease` shares it).
+    holder: Uuid,
+    renewals: std::sync::Mutex<Renewals>,
+    renewals_done: Notify,
+    /// The server has no `lease_refresh_many` (an older version): renew one by one.
+    no_batch: AtomicBool,
+    /// The origin of the renewal schedule ([`Session::next_refresh`]).
+    epoch: tokio::time::Instant,
 }
 
 impl Session {
@@ -239,11 +318,138 @@ impl Session {
             current: Mutex::new(None),
             releases,
             duplicate_check: std::sync::Mutex::new(duplicate_check),
+            holder,
+            renewals: std::sync::Mutex::new(Renewals::default()),
+            renewals_done: Notify::new(),
+            no_batch: AtomicBool::new(false),
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    /// When to renew a lease whose last renewal (or acquire) was sent at `sent_at`: the first
+    /// point after it on a grid of refresh intervals from this session's start. Never later
+    /// than `sent_at` plus one interval, and every lease of the session lands on the same
+    /// points, so their renewals go out together ([`Session::renew`]).
+    pub fn next_refresh(&self, sent_at: tokio::time::Instant) -> tokio::time::Instant {
+        aligned_after(self.epoch, self.config.refresh_interval(), sent_at)
+    }
+
+    /// Renews lease `name`, together with every other renewal of this session due at the same
+    /// time: one `lease_refresh_many` for all of them (one round trip, one WAL flush), or the
+    /// single `lease_refresh` when only one is due. Any waiting renewal may send the batch, so
+    /// that none depends on another lease's task staying alive.
+    ///
+    /// # Cancel safety
+    /// Cancelling it while it sends a batch fails that batch's other renewals (they retry);
+    /// the lease itself is not affected.
+    pub async fn renew(&self, name: &str, deadline: tokio::time::Instant) -> Result<Grant, String> {
+        if self.no_batch.load(Ordering::Relaxed) {
+            return self.renew_one(name, deadline).await;
+        }
+        let (reply, mut answer) = oneshot::channel();
+        self.renewals.lock().expect("renewals lock").pending.push(PendingRenewal { name: name.to_string(), reply });
+        loop {
+            let done = self.renewals_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if let Some(sending) = SendingGuard::try_start(self) {
+                // Let the other renewals due at this instant (woken by the same timer tick)
+                // join the batch.
+                tokio::task::yield_now().await;
+                let batch = std::mem::take(&mut self.renewals.lock().expect("renewals lock").pending);
+                self.send_batch(batch).await;
+                drop(sending);
+                continue;
+            }
+            tokio::select! {
+                answer = &mut answer => return match answer {
+                    Ok(BatchAnswer::Grant(grant)) => Ok(grant),
+                    Ok(BatchAnswer::Failed(e)) => Err(e),
+                    Ok(BatchAnswer::Alone) => self.renew_one(name, deadline).await,
+                    Err(_) => Err("the renewal batch was cancelled".into()),
+                },
+                _ = done => {}
+            }
+        }
+    }
+
+    /// One `lease_refresh`, connecting first if needed, given up at `deadline`.
+    async fn renew_one(&self, name: &str, deadline: tokio::time::Instant) -> Result<Grant, String> {
+        let conn = self.conn().await.map_err(|e| e.to_string())?;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let call = conn.refresh(self.holder, self.config.lease_duration(), name);
+        self.call(&conn, Some(remaining), call).await.map_err(|e| e.to_string())
+    }
+
+    /// Sends one batch of renewals and answers each.
+    async fn send_batch(&self, mut batch: Vec<PendingRenewal>) {
+        // Renewals whose lease task has gone (released, dropped, lost) need no answer.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.len() <= 1 {
+            for p in batch {
+                let _ = p.reply.send(BatchAnswer::Alone);
+            }
+            return;
+        }
+        let names: Vec<String> = batch.iter().map(|p| p.name.clone()).collect();
+        let outcome = match self.conn().await {
+            Ok(conn) => {
+                let call = conn.refresh_many(self.holder, self.config.lease_duration(), &names);
+                self.call(&conn, None, call).await
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for p in batch {
+                    let _ = p.reply.send(BatchAnswer::Failed(e.clone()));
+                }
+                return;
+            }
+        };
+        match outcome {
+            Ok(grants) if grants.len() == batch.len() => {
+                debug!(leases = batch.len(), "renewed in one batch");
+                for (p, grant) in batch.into_iter().zip(grants) {
+                    let _ = p.reply.send(BatchAnswer::Grant(grant));
+                }
+            }
+            Ok(grants) => {
+                warn!(
+                    asked = batch.len(),
+                    answered = grants.len(),
+                    "lease_refresh_many answered another number of rows"
+                );
+                for p in batch {
+                    let _ = p.reply.send(BatchAnswer::Alone);
+                }
+            }
+            Err(CallError::Db(e)) if e.code().is_some() => {
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) {
+                    debug!("the server has no lease_refresh_many: renewing one lease per call");
+                    self.no_batch.store(true, Ordering::Relaxed);
+                } else {
+                    debug!(error = %e, "lease_refresh_many failed: renewing one lease per call this time");
+                }
+                for p in batch {
+                    let _ = p.reply.send(BatchAnswer::Alone);
+                }
+            }
+            // The connection broke or the call timed out: every renewal retries.
+            Err(e) => {
+                let e = e.to_string();
+                for p in batch {
+                    let _ = p.reply.send(BatchAnswer::Failed(e.clone()));
+                }
+            }
         }
     }
 
     pub fn config(&self) -> &LeaseConfig {
         &self.config
+    }
+
+    /// The holder id of this session's leases.
+    pub fn holder_id(&self) -> Uuid {
+        self.holder
     }
 
     /// Names of released leases, from the notifications of every connection this session opens.
@@ -522,5 +728,31 @@ mod tests {
         assert_eq!(fingerprint.len(), 16);
         assert!(!fingerprint.contains("6f1c2a9e") && !fingerprint.contains("abcd"), "{fingerprint}");
         assert_ne!(fingerprint, holder_fingerprint(Uuid::new_v4()));
+    }
+}
+
+/// The first point after `t` of the grid `epoch + k * interval`.
+fn aligned_after(epoch: tokio::time::Instant, interval: Duration, t: tokio::time::Instant) -> tokio::time::Instant {
+    let interval_ns = interval.as_nanos().max(1);
+    let steps = t.saturating_duration_since(epoch).as_nanos() / interval_ns + 1;
+    let offset = u64::try_from(steps.saturating_mul(interval_ns)).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(offset)
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::aligned_after;
+    use std::time::Duration;
+
+    #[test]
+    fn renewals_land_on_the_grid_never_later_than_one_interval() {
+        let epoch = tokio::time::Instant::now();
+        let i = Duration::from_millis(1000);
+        for (after_ms, expect_ms) in [(0, 1000), (1, 1000), (999, 1000), (1000, 2000), (1500, 2000), (4321, 5000)] {
+            let t = epoch + Duration::from_millis(after_ms);
+            let next = aligned_after(epoch, i, t);
+            assert_eq!(next, epoch + Duration::from_millis(expect_ms), "after {after_ms} ms");
+            assert!(next > t && next <= t + i);
+        }
     }
 }

@@ -343,7 +343,7 @@ impl std::fmt::Display for Fault {
 const FAULTS: &[(Fault, u64)] = &[
     (Fault::Kill, 12),
     (Fault::Pause, 12),
-    (Fault::PauseWrite, 8),
+    (Fault::PauseWrite, 10),
     (Fault::Terminate, 14),
     (Fault::Stall, 16),
     (Fault::Cut, 12),

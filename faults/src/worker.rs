@@ -141,13 +141,13 @@ async fn lease_worker(args: &WorkerArgs, log: &EventLog) {
         .build()
         .expect("valid config");
     log.event(Event::Start { holder: client.holder_id().to_string() });
-    let app = AppConnection::new(&args.app_conninfo);
+    let app = Arc::new(AppConnection::new(&args.app_conninfo));
     let result = client.run_elector(|info| lead(info, &app, &args.client, log), std::future::pending()).await;
     log.event(Event::Error { message: format!("{result:?}") });
 }
 
 /// Logs each state change of the tenure, then does fenced writes until cancelled by the elector.
-async fn lead(info: LeaseInfo, app: &AppConnection, client: &str, log: &EventLog) {
+async fn lead(info: LeaseInfo, app: &Arc<AppConnection>, client: &str, log: &EventLog) {
     let token = info.fencing_token();
     let mut states = info.subscribe();
     let watcher_log = log.clone();
@@ -176,9 +176,13 @@ async fn lead(info: LeaseInfo, app: &AppConnection, client: &str, log: &EventLog
 }
 
 /// Writes every 20 ms while `believes`: fenced with `fence`, or (the negative control) not.
+///
+/// Each write runs in a task of its own once decided, as a write handed to another task does:
+/// the elector cancels this loop the moment the lease is lost, but not a write already on its
+/// way, which only the fence can stop.
 async fn write_loop(
     token: i64,
-    app: &AppConnection,
+    app: &Arc<AppConnection>,
     client: &str,
     log: &EventLog,
     fence: Option<&Fence>,
@@ -187,15 +191,19 @@ async fn write_loop(
     let mut seq = 0u64;
     loop {
         if believes() {
-            // Decided: the work before the write, where a pause makes the write stale.
-            pause_if_requested();
-            tokio::time::sleep(Duration::from_millis(seq % 5 * 10)).await;
             seq += 1;
-            log.event(Event::Begin { token, seq });
-            match app.write(client, token, seq, fence).await {
-                Ok(()) => log.event(Event::Ack { token, seq }),
-                Err(e) => log.event(Event::Fail { token, seq, error: e.to_string() }),
-            }
+            let (app, client, log, fence) = (app.clone(), client.to_string(), log.clone(), fence.cloned());
+            let write = tokio::spawn(async move {
+                // Decided: the work before the write, where a pause makes the write stale.
+                pause_if_requested();
+                tokio::time::sleep(Duration::from_millis(seq % 5 * 10)).await;
+                log.event(Event::Begin { token, seq });
+                match app.write(&client, token, seq, fence.as_ref()).await {
+                    Ok(()) => log.event(Event::Ack { token, seq }),
+                    Err(e) => log.event(Event::Fail { token, seq, error: e.to_string() }),
+                }
+            });
+            let _ = write.await;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

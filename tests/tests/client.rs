@@ -411,6 +411,69 @@ async fn works_through_pgbouncer_in_transaction_mode() {
     assert!(states.iter().all(|s| !matches!(s, LeaseState::Lost(_))), "{states:?}");
 }
 
+// ---- Many leases on one connection ----
+
+/// Calls of `lease_refresh` and `lease_refresh_many` so far, per `pg_stat_user_functions`.
+async fn refresh_calls(db: &TestDb<'_>) -> (i64, i64) {
+    let rows = db
+        .query(
+            "SELECT coalesce(sum(calls) FILTER (WHERE funcname = 'lease_refresh'), 0)::bigint, \
+                    coalesce(sum(calls) FILTER (WHERE funcname = 'lease_refresh_many'), 0)::bigint \
+             FROM pg_stat_user_functions WHERE schemaname = 'lease_lock'",
+            &[],
+        )
+        .await;
+    (rows[0].get(0), rows[0].get(1))
+}
+
+// The leases of one client are renewed together: their schedules align on the session's grid
+// of refresh intervals, and the renewals due together go out in one lease_refresh_many (one
+// round trip, one WAL flush), not one lease_refresh each. Counted by the server
+// (track_functions on the client's connection).
+#[tokio::test]
+async fn many_leases_of_a_client_renew_in_one_call_per_interval() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    const LEASES: usize = 40;
+    let c = short_lease_client(
+        &format!("{} application_name=batched options='-c track_functions=all'", db.conninfo()),
+        "batched-0",
+        LEASE,
+        REFRESH,
+    )
+    .renew_deadline(DEADLINE)
+    .build()
+    .unwrap();
+    let mut leases = Vec::new();
+    for i in 0..LEASES {
+        leases.push(c.for_lease(&format!("batched-{i}")).unwrap().acquire().await.unwrap());
+    }
+    sleep(REFRESH * 3).await; // aligned after the first renewal of each
+                              // Backends publish their function counters about once a second: count over a long window.
+    let before = refresh_calls(&db).await;
+    let window = Duration::from_secs(4);
+    sleep(window).await;
+    let after = refresh_calls(&db).await;
+    let (singles, batches) = (after.0 - before.0, after.1 - before.1);
+    let intervals = (window.as_secs_f64() / REFRESH.as_secs_f64()) as i64;
+    eprintln!(
+        "{LEASES} leases over {intervals} refresh intervals: {batches} lease_refresh_many, {singles} lease_refresh"
+    );
+    // One call per interval (a few more: renewals woken a moment apart, and the counters'
+    // publication lag at both ends), against LEASES * intervals = 800 one by one.
+    assert!(batches >= intervals / 3 && batches <= intervals * 3, "{batches} batches in {intervals} intervals");
+    let inner = if Edition::current() == Edition::Portable { LEASES as i64 } else { 0 };
+    // The portable edition's lease_refresh_many calls its lease_refresh for each name.
+    assert!(singles <= inner * (batches + 2) + intervals, "{singles} single renewals, {batches} batches");
+    for lease in &leases {
+        assert!(lease.is_held(), "{} lost: {:?}", lease.lease_name(), lease.state());
+        assert_eq!(status(&db, lease.lease_name()).await, (lease.holder_id().to_string(), 1, true));
+    }
+    for lease in leases {
+        assert!(lease.release().await.unwrap());
+    }
+}
+
 // ---- Fencing through the client ----
 
 /// A transaction on `app` that fences with `fence` and inserts its token into `fenced`.

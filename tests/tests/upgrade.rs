@@ -141,8 +141,13 @@ async fn an_upgrade_from_the_first_release_keeps_holders_tokens_and_grants_and_e
     // `kept`: a tenure ended and a second one held (token 2); `freed`: held once, released.
     let first = client("kept").acquire().await.unwrap();
     assert!(first.release().await.unwrap());
-    let holder = client("kept").acquire().await.unwrap();
+    let holder_client = client("kept");
+    let holder = holder_client.acquire().await.unwrap();
     assert_eq!(holder.fencing_token(), 2);
+    // A second lease on the same connection: their renewals would go out in one
+    // lease_refresh_many, which 0.1.0 lacks (and the role is not granted after the upgrade),
+    // so the client renews them one by one.
+    let also = holder_client.for_lease("also").unwrap().acquire().await.unwrap();
     let freed = client("freed").acquire().await.unwrap();
     assert!(freed.release().await.unwrap());
 
@@ -156,6 +161,9 @@ async fn an_upgrade_from_the_first_release_keeps_holders_tokens_and_grants_and_e
     let state = holder.state();
     assert!(matches!(state, LeaseState::Held { fencing_token: 2, .. }), "{state:?}");
     assert_eq!(row(&db, "kept").await, (2, true, holder.holder_id()));
+    assert!(matches!(also.state(), LeaseState::Held { fencing_token: 1, .. }), "{:?}", also.state());
+    assert_eq!(row(&db, "also").await, (1, true, holder.holder_id()));
+    assert!(also.release().await.unwrap());
     // The grants survived: the role fences with its token, and keeps taking new tenures.
     db.psql(&format!("SET ROLE {role}; SELECT lease_lock.lease_fence(2, 'kept')"));
     assert!(holder.release().await.unwrap());
