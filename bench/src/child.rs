@@ -62,7 +62,7 @@ impl HoldArgs {
 }
 
 /// In the child: takes every lease (one client, `for_lease` for the others: one connection,
-/// renewals pipelined) and returns the handles, which renew until dropped.
+/// renewals sent together) and returns the handles, which renew until dropped.
 ///
 /// # Errors
 /// Invalid settings or a failed acquire.

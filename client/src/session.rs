@@ -1,7 +1,8 @@
 //! The dedicated connection: connecting, reconnecting, the three lease calls, notifications.
 //!
 //! One [`Session`] serves every lease of a [`LeaseClient`](crate::LeaseClient) (and of the clients
-//! made from it with `for_lease`): renewals of many leases pipeline over one connection. It is
+//! made from it with `for_lease`): renewals of many leases go out together over one connection
+//! (one `lease_refresh_many` for those due at once, see [`Session::renew`]). It is
 //! never used for anything else. A call that times out aborts the connection (a stalled socket
 //! would hold up every later call), and the next call reconnects. Opening a connection is bounded
 //! like a call: a server that accepts TCP but never answers costs one call timeout, not forever.
