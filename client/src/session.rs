@@ -184,25 +184,24 @@ impl DbConn {
         self.grant(GrantCall::Refresh, holder, duration, name).await
     }
 
-    /// `lease_refresh_many` of `names`: a grant per name, in order. Sent with its parameter
+    /// `lease_refresh_many` of `names`: each name with its grant, in order. Sent with its parameter
     /// types (no prepare): it runs once per refresh interval, and works behind a pooler.
     pub async fn refresh_many(
         &self,
         holder: Uuid,
         duration: Duration,
         names: &[String],
-    ) -> Result<Vec<Grant>, tokio_postgres::Error> {
+    ) -> Result<Vec<(String, Grant)>, tokio_postgres::Error> {
         let interval = PgInterval(duration);
         let params: [(&(dyn ToSql + Sync), Type); 3] =
             [(&holder, Type::UUID), (&interval, Type::INTERVAL), (&names, Type::TEXT_ARRAY)];
         let rows = self.client.query_typed(&self.sql.refresh_many, &params).await?;
         Ok(rows
             .iter()
-            .map(|row| Grant {
-                acquired: row.get(1),
-                fencing_token: row.get(2),
-                expires_at: row.get(3),
-                continued: false,
+            .map(|row| {
+                let grant =
+                    Grant { acquired: row.get(1), fencing_token: row.get(2), expires_at: row.get(3), continued: false };
+                (row.get(0), grant)
             })
             .collect())
     }
@@ -359,18 +358,30 @@ impl Session {
                 tokio::task::yield_now().await;
                 let batch = std::mem::take(&mut self.renewals.lock().expect("renewals lock").pending);
                 self.send_batch(batch).await;
+                // Done sending: renewals queued meanwhile are sent by one of their own tasks
+                // (woken by the guard), while this one returns its own answer.
                 drop(sending);
-                continue;
+                match answer.try_recv() {
+                    Ok(answer) => return self.answered(answer, name, deadline).await,
+                    Err(oneshot::error::TryRecvError::Closed) => return Err("the renewal batch was cancelled".into()),
+                    Err(oneshot::error::TryRecvError::Empty) => continue,
+                }
             }
             tokio::select! {
                 answer = &mut answer => return match answer {
-                    Ok(BatchAnswer::Grant(grant)) => Ok(grant),
-                    Ok(BatchAnswer::Failed(e)) => Err(e),
-                    Ok(BatchAnswer::Alone) => self.renew_one(name, deadline).await,
+                    Ok(answer) => self.answered(answer, name, deadline).await,
                     Err(_) => Err("the renewal batch was cancelled".into()),
                 },
                 _ = done => {}
             }
+        }
+    }
+
+    async fn answered(&self, answer: BatchAnswer, name: &str, deadline: tokio::time::Instant) -> Result<Grant, String> {
+        match answer {
+            BatchAnswer::Grant(grant) => Ok(grant),
+            BatchAnswer::Failed(e) => Err(e),
+            BatchAnswer::Alone => self.renew_one(name, deadline).await,
         }
     }
 
@@ -407,9 +418,9 @@ impl Session {
             }
         };
         match outcome {
-            Ok(grants) if grants.len() == batch.len() => {
+            Ok(grants) if grants.len() == batch.len() && grants.iter().zip(&batch).all(|((n, _), p)| *n == p.name) => {
                 debug!(leases = batch.len(), "renewed in one batch");
-                for (p, grant) in batch.into_iter().zip(grants) {
+                for (p, (_, grant)) in batch.into_iter().zip(grants) {
                     let _ = p.reply.send(BatchAnswer::Grant(grant));
                 }
             }
@@ -417,15 +428,20 @@ impl Session {
                 warn!(
                     asked = batch.len(),
                     answered = grants.len(),
-                    "lease_refresh_many answered another number of rows"
+                    "lease_refresh_many answered other rows than asked"
                 );
                 for p in batch {
                     let _ = p.reply.send(BatchAnswer::Alone);
                 }
             }
             Err(CallError::Db(e)) if e.code().is_some() => {
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) {
-                    debug!("the server has no lease_refresh_many: renewing one lease per call");
+                use tokio_postgres::error::SqlState;
+                // Missing (an older version), or not granted to this role (an upgrade does not
+                // grant new functions): it will not work next time either.
+                if e.code() == Some(&SqlState::UNDEFINED_FUNCTION)
+                    || e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
+                {
+                    debug!(error = %e, "lease_refresh_many cannot be called: renewing one lease per call");
                     self.no_batch.store(true, Ordering::Relaxed);
                 } else {
                     debug!(error = %e, "lease_refresh_many failed: renewing one lease per call this time");

@@ -13,5 +13,25 @@ VOLATILE PARALLEL UNSAFE CALLED ON NULL INPUT ROWS 100
 LANGUAGE c AS 'MODULE_PATHNAME', 'lease_refresh_many';
 COMMENT ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) IS
     'lease_refresh of each name in lease_names, in one statement: a row per name, in order';
--- Using leases is granted by the administrator (README, "Privileges"), as for the others.
-REVOKE EXECUTE ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) FROM PUBLIC;
+-- Using leases is granted by the administrator (README, "Privileges"), as for the others: take
+-- back what anyone was given on it (default privileges of the updating role included), as a
+-- fresh install does.
+DO $revoke$
+DECLARE
+    g pg_catalog.oid;
+BEGIN
+    FOR g IN
+        SELECT a.grantee FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.oid OPERATOR(pg_catalog.=) 'lease_lock.lease_refresh_many(uuid, interval, text[])'::pg_catalog.regprocedure
+          AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+    LOOP
+        IF g OPERATOR(pg_catalog.=) 0 THEN
+            REVOKE ALL ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) FROM PUBLIC;
+        ELSE
+            EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) FROM %I',
+                                      g::pg_catalog.regrole);
+        END IF;
+    END LOOP;
+    REVOKE EXECUTE ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) FROM PUBLIC;
+END
+$revoke$;

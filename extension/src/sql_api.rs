@@ -177,18 +177,21 @@ fn with_call<T>(
     with_calls(site, |calls| op(&calls.call(name)))
 }
 
-/// What the calls of one function invocation share: the SPI session, the caller's role, the
-/// moment of the invocation and the timeline.
+/// What the calls of one function invocation share: the SPI session, the caller's role and
+/// the timeline.
 struct Calls<'a> {
     spi: &'a SpiSession,
     role: Oid,
-    now: pg_sys::TimestampTz,
     timeline: i32,
 }
 
 impl<'a> Calls<'a> {
+    /// The call for `name`, at the clock's time now: in a batch each name is judged at its own
+    /// moment, so a lease that expired while the batch ran is not renewed.
     fn call(&self, name: LeaseName<'a>) -> LeaseCall<'a> {
-        LeaseCall { spi: self.spi, name, role: self.role, now: self.now, timeline: self.timeline }
+        // SAFETY: reads the system clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        LeaseCall { spi: self.spi, name, role: self.role, now, timeline: self.timeline }
     }
 }
 
@@ -202,15 +205,13 @@ fn with_calls<T>(site: &CallSite, op: impl FnOnce(&Calls) -> Result<T, LeaseErro
     }
     // SAFETY: reads the backend's current user id (set for any backend running a query).
     let role = unsafe { pg_sys::GetUserId() };
-    // SAFETY: reads the system clock.
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
     // SAFETY: valid outside recovery (checked above).
     let timeline = unsafe { pg_sys::GetWALInsertionTimeLine() } as i32;
     let _owner = AsOwner::enter(site.owner);
     let _bound = LockWaitBound::enter();
     let _plans = IndexPlans::enter();
     let spi = SpiSession::connect()?;
-    op(&Calls { spi: &spi, role, now, timeline })
+    op(&Calls { spi: &spi, role, timeline })
 }
 
 fn arg(fcinfo: FunctionCallInfo, n: usize) -> Option<Datum> {
@@ -290,7 +291,16 @@ fn names_arg<'a>(fcinfo: FunctionCallInfo, n: usize) -> Result<Vec<LeaseName<'a>
     if nulls.iter().any(|&null| null) {
         return Err(null_argument("an element of lease_names"));
     }
-    elements.iter().map(|&element| lease_name(element)).collect()
+    let names: Vec<LeaseName> = elements.iter().map(|&element| lease_name(element)).collect::<Result<_, _>>()?;
+    // A name twice would renew one row twice in one transaction, each time a new row version
+    // that the next must step over: quadratic in the repeats.
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    // SAFETY: each datum is a detoasted text datum (`lease_name`), alive for the call.
+    if names.iter().any(|name| !seen.insert(unsafe { pgrx::varlena::varlena_to_byte_slice(name.datum.cast_mut_ptr()) }))
+    {
+        return Err(invalid("lease_names must not name a lease twice"));
+    }
+    Ok(names)
 }
 
 /// The lease name as a detoasted `text` datum and as `&str`: 1 to [`MAX_NAME_BYTES`] bytes.

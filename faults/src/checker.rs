@@ -156,7 +156,17 @@ impl Report {
     }
 }
 
-pub fn check(logs: &[ProcessLog], history: &[HistoryRow], faults: &[FaultRecord], run_end: i128) -> Report {
+/// `excuse_pauses`: an overlap of beliefs during a fault that stopped one of the processes is
+/// not counted as a violation. Only for the negative control, whose clients believe without a
+/// deadline: a lease_lock client's belief ends at its deadline whether or not it is stopped,
+/// so any overlap of its beliefs is a violation.
+pub fn check(
+    logs: &[ProcessLog],
+    history: &[HistoryRow],
+    faults: &[FaultRecord],
+    run_end: i128,
+    excuse_pauses: bool,
+) -> Report {
     let mut report = Report::default();
 
     // 1. Fenced writes: in commit order, tokens never go down.
@@ -225,12 +235,13 @@ pub fn check(logs: &[ProcessLog], history: &[HistoryRow], faults: &[FaultRecord]
             if from >= to {
                 continue;
             }
-            let paused = faults.iter().any(|f| {
-                f.kind.stops_the_process()
-                    && (f.target == a.process || f.target == b.process)
-                    && f.start < to
-                    && f.end > from
-            });
+            let paused = excuse_pauses
+                && faults.iter().any(|f| {
+                    f.kind.stops_the_process()
+                        && (f.target == a.process || f.target == b.process)
+                        && f.start < to
+                        && f.end > from
+                });
             if paused {
                 report.paused_overlaps += 1;
             } else {
@@ -320,7 +331,7 @@ mod tests {
         let a = belief_log("a", "100 held 1 200\n150 held 1 300\n310 lost 1\n120 begin 1 1\n130 ack 1 1");
         let b = belief_log("b", "400 held 2 600\n");
         let history = vec![HistoryRow { client: "a".into(), token: 1, seq: 1 }];
-        let r = check(&[a, b], &history, &[], 1000);
+        let r = check(&[a, b], &history, &[], 1000, false);
         assert_eq!(r.safety_violations(), 0, "{:?}", r.details);
         assert_eq!(r.tenures, 2);
     }
@@ -333,7 +344,7 @@ mod tests {
             HistoryRow { client: "b".into(), token: 2, seq: 1 },
             HistoryRow { client: "a".into(), token: 1, seq: 1 },
         ];
-        let r = check(&[a, b], &history, &[], 1000);
+        let r = check(&[a, b], &history, &[], 1000, false);
         assert_eq!(r.belief_overlaps, 1);
         assert_eq!(r.fenced_write_order, 1);
         assert_eq!(r.lost_writes, 1);
@@ -344,7 +355,7 @@ mod tests {
         let a = belief_log("a", &format!("100 held 1 {}\n", i64::MAX));
         let b = belief_log("b", "300 held 2 600\n");
         let pause = FaultRecord { kind: crate::Fault::Pause, target: "a".into(), start: 200, end: 700 };
-        let r = check(&[a, b], &[], &[pause], 1000);
+        let r = check(&[a, b], &[], &[pause], 1000, true);
         assert_eq!((r.belief_overlaps, r.paused_overlaps), (0, 1));
     }
 
@@ -352,6 +363,6 @@ mod tests {
     fn two_holders_of_one_token_are_caught() {
         let a = belief_log("a", "100 held 3 200\n");
         let b = belief_log("b", "300 held 3 400\n");
-        assert!(check(&[a, b], &[], &[], 1000).tenure_violations >= 1);
+        assert!(check(&[a, b], &[], &[], 1000, false).tenure_violations >= 1);
     }
 }

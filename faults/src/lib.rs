@@ -181,6 +181,12 @@ impl Harness {
         })
     }
 
+    /// Whether the process in `slot` is stopped now.
+    fn is_stopped(&self, slot: usize) -> bool {
+        let slots = self.slots.lock().unwrap();
+        slots[slot].child.as_ref().is_some_and(|c| is_stopped(c.id() as i32))
+    }
+
     fn record(&self, kind: Fault, target: String, start: i128) {
         self.faults.lock().unwrap().push(FaultRecord { kind, target, start, end: mono_ns() });
     }
@@ -220,6 +226,9 @@ impl Harness {
             }
             Fault::PauseWrite => {
                 let Some(pid) = pid else { return };
+                if is_stopped(pid) {
+                    return; // stopped by another fault: this one would not be the stop seen
+                }
                 // The worker stops itself at its next decision to write (within a write cycle)
                 // if the request is fresh (see worker.rs); a process that is not writing never
                 // does, and then nothing was injected.
@@ -343,7 +352,7 @@ impl std::fmt::Display for Fault {
 const FAULTS: &[(Fault, u64)] = &[
     (Fault::Kill, 12),
     (Fault::Pause, 12),
-    (Fault::PauseWrite, 10),
+    (Fault::PauseWrite, 14),
     (Fault::Terminate, 14),
     (Fault::Stall, 16),
     (Fault::Cut, 12),
@@ -422,7 +431,9 @@ pub async fn run(config: RunConfig) -> (Report, Vec<(Fault, usize)>) {
                 Some(leader) => leader,
                 None => continue,
             },
-            Some(leader) if rng.chance(70) => leader,
+            // A stopped leader (a pause) is left alone: faults on it would mostly do nothing,
+            // and a cut link would keep a stale write from reaching the fence.
+            Some(leader) if rng.chance(70) && !harness.is_stopped(leader) => leader,
             _ => rng.range(0, harness.config.clients as u64) as usize,
         };
         let values = [rng.next_u64(), rng.next_u64()];
@@ -466,7 +477,7 @@ pub async fn run(config: RunConfig) -> (Report, Vec<(Fault, usize)>) {
     let fault_lines: Vec<String> =
         faults.iter().map(|f| format!("{} {} {} {}", f.start, f.end, f.kind, f.target)).collect();
     let _ = std::fs::write(harness.config.work_dir.join("faults.txt"), fault_lines.join("\n"));
-    let report = checker::check(&logs, &history, &faults, run_end);
+    let report = checker::check(&logs, &history, &faults, run_end, harness.config.reference);
     let mut by_kind: Vec<(Fault, usize)> =
         FAULTS.iter().map(|(k, _)| (*k, faults.iter().filter(|f| f.kind == *k).count())).collect();
     by_kind.retain(|(_, n)| *n > 0);

@@ -34,7 +34,7 @@ use uuid::Uuid;
 /// 0 when no request is pending.
 static PAUSE_REQUESTED_AT: AtomicI64 = AtomicI64::new(0);
 /// A request older than this is dropped: the harness has given up on it by then.
-const PAUSE_REQUEST_TTL_NS: i64 = 400_000_000;
+const PAUSE_REQUEST_TTL_NS: i64 = 300_000_000;
 
 /// Listens for the harness's SIGUSR1 (see the module docs). Registered before the worker logs
 /// its start: SIGUSR1's default action would end the process.
@@ -156,8 +156,13 @@ async fn lead(info: LeaseInfo, app: &Arc<AppConnection>, client: &str, log: &Eve
             let state = states.borrow_and_update().clone();
             match state {
                 LeaseState::Held { valid_until, .. } => {
-                    let until = mono_ns()
-                        + (valid_until.saturating_duration_since(std::time::Instant::now()).as_nanos() as i128);
+                    // Signed: a deadline already past when this is logged (the process was
+                    // stopped in between) stays in the past, rather than moving to now.
+                    let now = std::time::Instant::now();
+                    let until = match valid_until.checked_duration_since(now) {
+                        Some(ahead) => mono_ns() + ahead.as_nanos() as i128,
+                        None => mono_ns() - (now - valid_until).as_nanos() as i128,
+                    };
                     watcher_log.event(Event::Held { token, valid_until: until as i64 });
                 }
                 LeaseState::Lost(_) => return watcher_log.event(Event::Lost { token }),

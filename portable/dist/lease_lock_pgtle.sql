@@ -483,6 +483,14 @@ BEGIN
         RAISE EXCEPTION 'an element of lease_names must not be NULL' USING ERRCODE = '22004';
     END IF;
     FOREACH n IN ARRAY lease_names LOOP
+        PERFORM @extschema@.check_args(holder, true, lease_duration, true, n);
+    END LOOP;
+    -- A name twice would renew one row twice in one transaction (quadratic in the repeats).
+    IF (SELECT pg_catalog.count(DISTINCT u.x) FROM pg_catalog.unnest(lease_names) AS u(x))
+       OPERATOR(pg_catalog.<>) pg_catalog.cardinality(lease_names) THEN
+        RAISE EXCEPTION 'lease_names must not name a lease twice' USING ERRCODE = '22023';
+    END IF;
+    FOREACH n IN ARRAY lease_names LOOP
         SELECT r.acquired, r.fencing_token, r.expires_at INTO acquired, fencing_token, expires_at
         FROM @extschema@.lease_refresh(holder, lease_duration, n) r;
         lease_name := n;

@@ -9,12 +9,12 @@ SELECT acquired FROM lease_lock.lease_acquire('00000000-0000-0000-0000-000000000
 
 -- Held names renew (same token, new expiry); a name held by another holder, a name never
 -- taken and a released name are refused, with lease_refresh's expires_at (NULL when never
--- taken); duplicates are answered twice.
+-- taken).
 SELECT lease_lock.lease_release('00000000-0000-0000-0000-00000000000a', 'b-3');
 SELECT ordinality, lease_name, acquired, fencing_token, expires_at > clock_timestamp() AS in_future,
        expires_at IS NULL AS no_expiry
 FROM lease_lock.lease_refresh_many('00000000-0000-0000-0000-00000000000a', interval '2 minutes',
-                                   ARRAY['b-2', 'b-1', 'b-other', 'b-never', 'b-3', 'b-1'])
+                                   ARRAY['b-2', 'b-1', 'b-other', 'b-never', 'b-3'])
      WITH ORDINALITY
 ORDER BY ordinality;
 -- The renewals took effect: the held ones now expire in about 2 minutes.
@@ -33,6 +33,7 @@ SELECT q, pg_temp.try(q) FROM (VALUES
     ($$SELECT * FROM lease_lock.lease_refresh_many('00000000-0000-0000-0000-00000000000a', interval '1 s', ARRAY['b-1', ''])$$),
     ($$SELECT * FROM lease_lock.lease_refresh_many('00000000-0000-0000-0000-00000000000a', interval '1 s', ARRAY['b-1', repeat('x', 256)])$$),
     ($$SELECT * FROM lease_lock.lease_refresh_many('00000000-0000-0000-0000-00000000000a', interval '1 s', ARRAY[['b-1'], ['b-2']])$$),
+    ($$SELECT * FROM lease_lock.lease_refresh_many('00000000-0000-0000-0000-00000000000a', interval '1 s', ARRAY['b-1', 'b-2', 'b-1'])$$),
     ($$SELECT * FROM lease_lock.lease_refresh_many('00000000-0000-0000-0000-00000000000a', interval '1 s',
         (SELECT array_agg('b-' || n) FROM generate_series(1, 100001) n))$$)
 ) AS t(q);
