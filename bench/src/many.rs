@@ -72,14 +72,8 @@ struct Worker {
 /// A failed call, or a renewal that did not renew.
 pub async fn run(conninfo: &str, control: &Client, plan: &Plan) -> Result<ManyResult, BenchError> {
     let holder = Uuid::new_v4();
-    let taken: i64 = control
-        .query_one(
-            "SELECT count(*) FROM generate_series(1, $2::int) AS i, \
-             LATERAL lease_lock.lease_acquire($1, interval '1 hour', 'many-' || i) AS a WHERE a.acquired",
-            &[&holder, &(LEASES as i32)],
-        )
-        .await?
-        .get(0);
+    let taken: i64 =
+        control.query_one(sql::Edition::C.acquire_series_sql(), &[&holder, &(LEASES as i32), &"many-"]).await?.get(0);
     expect(taken == LEASES as i64, "not every one of the 10,000 leases could be taken")?;
     let names: Arc<Vec<String>> = Arc::new((1..=LEASES).map(|i| format!("many-{i}")).collect());
 

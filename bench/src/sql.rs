@@ -23,48 +23,77 @@ pub enum Edition {
     Portable,
 }
 
+/// The statements the benchmarks send to one edition, each written once ([`edition_sql!`]).
+pub struct EditionSql {
+    /// The schema of the edition's functions.
+    pub schema: &'static str,
+    /// `lease_refresh` as the holder sends it, the duration a literal (folded when prepared).
+    pub refresh: &'static str,
+    /// `lease_acquire` by the holder (a renewal) or by a standby (a refusal).
+    pub acquire: &'static str,
+    /// `lease_refresh_many` of the names `$2` for holder `$1`: how many it renewed.
+    pub refresh_many: &'static str,
+    /// Takes the leases `$3 || 1` to `$3 || $2` for holder `$1` in one statement: how many it
+    /// took.
+    pub acquire_series: &'static str,
+}
+
+/// The statements for the functions in schema `$schema` (a literal: no SQL is built at run
+/// time).
+macro_rules! edition_sql {
+    ($schema:literal) => {
+        EditionSql {
+            schema: $schema,
+            refresh: concat!("SELECT acquired FROM ", $schema, ".lease_refresh($1, interval '1 hour', $2)"),
+            acquire: concat!("SELECT acquired FROM ", $schema, ".lease_acquire($1, interval '1 hour', $2)"),
+            refresh_many: concat!(
+                "SELECT count(*) FILTER (WHERE acquired) FROM ",
+                $schema,
+                ".lease_refresh_many($1, interval '1 hour', $2)"
+            ),
+            acquire_series: concat!(
+                "SELECT count(*) FROM generate_series(1, $2::int) AS i, LATERAL ",
+                $schema,
+                ".lease_acquire($1, interval '1 hour', $3 || i) AS a WHERE a.acquired"
+            ),
+        }
+    };
+}
+
+const C_SQL: EditionSql = edition_sql!("lease_lock");
+const PORTABLE_SQL: EditionSql = edition_sql!("lease_portable");
+
 impl Edition {
+    const fn sql(self) -> &'static EditionSql {
+        match self {
+            Edition::C => &C_SQL,
+            Edition::Portable => &PORTABLE_SQL,
+        }
+    }
+
     /// The schema of the edition's functions.
     pub const fn schema(self) -> &'static str {
-        match self {
-            Edition::C => "lease_lock",
-            Edition::Portable => "lease_portable",
-        }
+        self.sql().schema
     }
 
-    /// `lease_refresh` as the holder sends it, the duration a literal (folded when prepared).
+    /// See [`EditionSql::refresh`].
     pub const fn refresh_sql(self) -> &'static str {
-        match self {
-            Edition::C => "SELECT acquired FROM lease_lock.lease_refresh($1, interval '1 hour', $2)",
-            Edition::Portable => "SELECT acquired FROM lease_portable.lease_refresh($1, interval '1 hour', $2)",
-        }
+        self.sql().refresh
     }
 
-    /// `lease_refresh_many` of the names `$2` for holder `$1`: how many it renewed.
+    /// See [`EditionSql::refresh_many`].
     pub const fn refresh_many_sql(self) -> &'static str {
-        match self {
-            Edition::C => {
-                "SELECT count(*) FILTER (WHERE acquired) FROM lease_lock.lease_refresh_many($1, interval '1 hour', $2)"
-            }
-            Edition::Portable => {
-                "SELECT count(*) FILTER (WHERE acquired) \
-                 FROM lease_portable.lease_refresh_many($1, interval '1 hour', $2)"
-            }
-        }
+        self.sql().refresh_many
     }
 
-    /// Takes the leases `$3 || 1` to `$3 || $2` for holder `$1` in one statement: how many it took.
+    /// See [`EditionSql::acquire_series`].
     pub const fn acquire_series_sql(self) -> &'static str {
-        match self {
-            Edition::C => {
-                "SELECT count(*) FROM generate_series(1, $2::int) AS i, \
-                 LATERAL lease_lock.lease_acquire($1, interval '1 hour', $3 || i) AS a WHERE a.acquired"
-            }
-            Edition::Portable => {
-                "SELECT count(*) FROM generate_series(1, $2::int) AS i, \
-                 LATERAL lease_portable.lease_acquire($1, interval '1 hour', $3 || i) AS a WHERE a.acquired"
-            }
-        }
+        self.sql().acquire_series
+    }
+
+    /// See [`EditionSql::acquire`].
+    pub const fn acquire_sql(self) -> &'static str {
+        self.sql().acquire
     }
 
     /// The edition's name in tables.
@@ -72,14 +101,6 @@ impl Edition {
         match self {
             Edition::C => "C extension",
             Edition::Portable => "portable edition",
-        }
-    }
-
-    /// `lease_acquire` by the holder (a renewal) or by a standby (a refusal).
-    pub const fn acquire_sql(self) -> &'static str {
-        match self {
-            Edition::C => "SELECT acquired FROM lease_lock.lease_acquire($1, interval '1 hour', $2)",
-            Edition::Portable => "SELECT acquired FROM lease_portable.lease_acquire($1, interval '1 hour', $2)",
         }
     }
 }
