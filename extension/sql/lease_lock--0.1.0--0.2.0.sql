@@ -28,7 +28,8 @@ BEGIN
         IF g OPERATOR(pg_catalog.=) 0 THEN
             REVOKE ALL ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) FROM PUBLIC;
         ELSE
-            EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) FROM %I',
+            -- %s: a regrole prints as an identifier, quoted where it needs to be.
+            EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION lease_lock.lease_refresh_many(uuid, interval, text[]) FROM %s',
                                       g::pg_catalog.regrole);
         END IF;
     END LOOP;

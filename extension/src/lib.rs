@@ -205,7 +205,8 @@ BEGIN
         IF o.grantee OPERATOR(pg_catalog.=) 0 THEN
             EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', o.object);
         ELSE
-            EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', o.object, o.grantee::pg_catalog.regrole);
+            -- %s: a regrole prints as an identifier, quoted where it needs to be.
+            EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', o.object, o.grantee::pg_catalog.regrole);
         END IF;
     END LOOP;
     -- Functions are executable by PUBLIC by default (not an ACL entry until changed).

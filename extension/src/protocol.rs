@@ -183,7 +183,9 @@ impl LeaseCall<'_> {
         };
         let locked = LeaseRow::read(&row)?;
         if let Some(until) = self.busy_until(Some(&locked), duration_us) {
-            // Taken between our read and our lock: give the lock back.
+            // Taken between our read and our lock: give the lock back. The row first: rolling
+            // the subtransaction back frees the result tables made inside it.
+            drop(row);
             drop(taking);
             self.refuse_other_role(holder, &locked)?;
             return Ok(Grant::refused(Some(until)));

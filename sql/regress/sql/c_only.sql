@@ -94,12 +94,15 @@ SELECT pg_temp.try($$CREATE EXTENSION lease_lock$$);
 DROP SCHEMA lease_lock CASCADE;
 -- Default privileges of the installing role do not reach the extension's objects: whatever they
 -- granted is taken back, then exactly the documented grants are made.
+-- Also to a role whose name needs quoting.
+CREATE ROLE "regress Quoted-Role";
 ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO regress_dbowner;
-ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO regress_dbowner;
+ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO regress_dbowner, "regress Quoted-Role";
 -- A schema it creates itself belongs to the installing superuser.
 CREATE EXTENSION lease_lock;
 ALTER DEFAULT PRIVILEGES REVOKE ALL ON TABLES FROM regress_dbowner;
-ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM regress_dbowner;
+ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM regress_dbowner, "regress Quoted-Role";
+DROP ROLE "regress Quoted-Role";
 SELECT c.relname, a.grantee::regrole, a.privilege_type
 FROM pg_class c, aclexplode(c.relacl) a
 WHERE c.relnamespace = 'lease_lock'::regnamespace AND a.grantee <> c.relowner
