@@ -19,9 +19,10 @@ if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
 
 # Debian packages. postgresql-server-dev-15 may upgrade the server packages: clusters started
 # before keep running the old binaries until restarted (ours are throwaway). PostgreSQL 15 is
-# installed whatever the major: pgrx and the examples' tools (psql) use it.
+# installed whatever the major: pgrx and the examples' tools (psql) use it. protobuf-compiler:
+# protoc, which the benchmark runner's etcd client crate (etcd-client) runs when it is built.
 need_pkgs=()
-for pkg in postgresql-15 postgresql-server-dev-15 libclang-dev pgbouncer sudo unzip; do
+for pkg in postgresql-15 postgresql-server-dev-15 libclang-dev protobuf-compiler pgbouncer sudo unzip; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -47,8 +47,9 @@ impl BatchResult {
     }
 }
 
-/// One edition's connection, its two statements, and the holder's lease names.
-struct Renewer {
+/// One edition's connection, its two statements, and the holder's lease names (also scenario
+/// 9's batch).
+pub(crate) struct Renewer {
     edition: Edition,
     client: Client,
     one: Statement,
@@ -58,10 +59,10 @@ struct Renewer {
 }
 
 impl Renewer {
-    async fn open(conninfo: &str, edition: Edition) -> Result<Renewer, BenchError> {
+    /// Takes the leases `{prefix}1` to `{prefix}10000` for a new holder and prepares the calls.
+    pub(crate) async fn open(conninfo: &str, edition: Edition, prefix: &str) -> Result<Renewer, BenchError> {
         let client = sql::connect(conninfo).await?;
         let holder = Uuid::new_v4();
-        let prefix = format!("batch-{}-", edition.schema());
         let taken: i64 =
             client.query_one(edition.acquire_series_sql(), &[&holder, &(LEASES as i32), &prefix]).await?.get(0);
         expect(taken == LEASES as i64, "not every one of the 10,000 leases could be taken")?;
@@ -73,7 +74,7 @@ impl Renewer {
 
     /// One call: the next lease's `lease_refresh`, or `lease_refresh_many` of all. A lease not
     /// renewed is an error.
-    async fn call(&self, way: Way, next: &mut usize) -> Result<(), BenchError> {
+    pub(crate) async fn call(&self, way: Way, next: &mut usize) -> Result<(), BenchError> {
         match way {
             Way::PerLease => {
                 let name = &self.names[*next % self.names.len()];
@@ -97,7 +98,7 @@ impl Renewer {
 pub async fn run(conninfo: &str, plan: &Plan) -> Result<BatchResult, BenchError> {
     let mut renewers = Vec::new();
     for edition in [Edition::C, Edition::Portable] {
-        renewers.push(Renewer::open(conninfo, edition).await?);
+        renewers.push(Renewer::open(conninfo, edition, &format!("batch-{}-", edition.schema())).await?);
     }
     let alternatives: Vec<(usize, Way)> =
         (0..renewers.len()).flat_map(|r| [(r, Way::PerLease), (r, Way::Batch)]).collect();

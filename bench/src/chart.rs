@@ -1,6 +1,7 @@
 //! `docs/benchmarks.svg`: six small panels drawn as plain SVG (no plotting dependency), every
 //! value taken from [`Results`]: time per call on the socket and on the delayed link,
-//! throughput by connections, holder p99 by standbys, failover times, client CPU.
+//! throughput by connections, holder p99 by standbys, failover times, client CPU, and
+//! lease_lock's times over etcd's per link.
 
 use super::contention::{ContentionResult, System, STANDBY_COUNTS, SYSTEMS};
 use super::report::f_int;
@@ -11,7 +12,7 @@ use std::fmt::Write;
 const WIDTH: f64 = 1100.0;
 const PANEL_W: f64 = 530.0;
 /// Panel heights of the rows (the last row has fewer bars).
-const ROW_H: [f64; 4] = [270.0, 270.0, 270.0, 160.0];
+const ROW_H: [f64; 5] = [270.0, 270.0, 270.0, 160.0, 160.0];
 const GAP: f64 = 20.0;
 const TOP: f64 = 50.0;
 const LABEL_W: f64 = 190.0;
@@ -75,6 +76,9 @@ pub fn svg(r: &Results) -> String {
     );
     hbars(&mut s, panel(0, 3), "Failover: time until a standby holds, p50 (ms)", &failover_bars(r));
     hbars(&mut s, panel(1, 3), "Client process CPU, % of one core (1 s refresh)", &cost_bars(r));
+    for (col, link) in r.etcd.links.iter().enumerate().take(2) {
+        ratio_panel(&mut s, panel(col, 4), &format!("lease_lock time / etcd's, {} (log scale)", link.link), link);
+    }
     s.push_str("</svg>\n");
     s
 }
@@ -174,6 +178,50 @@ fn cost_bars(r: &Results) -> Vec<Bar> {
             text: format!("{:.3}%  RSS {:.1} MiB", row.cpu_percent, row.rss_kib as f64 / 1024.0),
         })
         .collect()
+}
+
+/// Ratios of lease_lock's time to etcd's (below 1: lease_lock is faster), bars on a log scale
+/// from 0.01x to 10,000x with 1x marked, since the ratios span orders of magnitude.
+fn ratio_panel(s: &mut String, p: Panel, title: &str, link: &super::etcd::LinkResult) {
+    panel_frame(s, p, title);
+    let ratios = [
+        ("renewal (refresh / keepalive)", link.refresh_vs_keepalive.median),
+        ("10,000 leases (batch / keepalive)", link.many_vs_keepalive.median),
+        ("graceful handover, p50", link.graceful_lease_lock_from_call.p50_ms / link.graceful_etcd_from_call.p50_ms),
+        ("crash failover, p50", link.crash_lease_lock.p50_ms / link.crash_etcd.p50_ms),
+    ];
+    let (low, high) = (-2.0, 4.0); // log10 of 0.01x and 10,000x
+    let scale_w = PANEL_W - LABEL_W - 110.0;
+    let px = |ratio: f64| {
+        let l = if ratio > 0.0 && ratio.is_finite() { ratio.log10().clamp(low, high) } else { low };
+        p.x + LABEL_W + (l - low) / (high - low) * scale_w
+    };
+    let row_h = ((p.h - 40.0) / ratios.len() as f64).min(28.0);
+    let one = px(1.0);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{one:.1}" y1="{:.1}" x2="{one:.1}" y2="{:.1}" stroke="#333333" stroke-dasharray="3,2"/><text x="{one:.1}" y="{:.1}" text-anchor="middle">1x</text>"##,
+        p.y + 30.0,
+        p.y + p.h - 8.0,
+        p.y + p.h - 1.0
+    );
+    for (i, (label, ratio)) in ratios.iter().enumerate() {
+        let top = p.y + 34.0 + i as f64 * row_h;
+        let mid = top + row_h * 0.5;
+        let (a, b) = if *ratio >= 1.0 { (one, px(*ratio)) } else { (px(*ratio), one) };
+        let color = if *ratio <= 1.0 { OURS } else { OTHER };
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{mid:.1}" text-anchor="end" dominant-baseline="middle">{}</text><rect x="{a:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}"/><text x="{:.1}" y="{mid:.1}" dominant-baseline="middle">{}</text>"#,
+            p.x + LABEL_W - 6.0,
+            esc(label),
+            top + row_h * 0.15,
+            (b - a).max(1.0),
+            row_h * 0.7,
+            px(ratio.max(1.0)) + 5.0,
+            esc(&format!("{ratio:.2}x"))
+        );
+    }
 }
 
 /// A panel of horizontal bars, scaled to the largest value.

@@ -87,12 +87,17 @@ pub async fn hold_leases(args: &HoldArgs) -> Result<Vec<Lease>, BenchError> {
 /// # Errors
 /// The child could not start, or exited or went silent before holding.
 pub async fn spawn_holder(exe: &Path, args: &HoldArgs) -> Result<Child, BenchError> {
-    let mut child = Command::new(exe)
-        .args(args.to_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    spawn_child(exe, &args.to_args()).await
+}
+
+/// In the runner: starts `exe args...` (`bench hold ...` or `bench etcd-hold ...`) and waits
+/// until it prints [`HELD_LINE`]. The child is killed if the handle is dropped.
+///
+/// # Errors
+/// The child could not start, or exited or went silent before holding.
+pub async fn spawn_child(exe: &Path, args: &[String]) -> Result<Child, BenchError> {
+    let mut child =
+        Command::new(exe).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("child has no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
     match tokio::time::timeout(HOLD_TIMEOUT, lines.next_line()).await {

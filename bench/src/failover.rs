@@ -32,7 +32,7 @@ pub const GRACEFUL_REFRESH: Duration = Duration::from_secs(1);
 pub const CRASH_LEASE: Duration = Duration::from_secs(2);
 pub const CRASH_REFRESH: Duration = Duration::from_millis(500);
 /// Time for a standby to be refused once and go to sleep before the holder goes away.
-const STANDBY_SETTLE: Duration = Duration::from_millis(300);
+pub(crate) const STANDBY_SETTLE: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FailoverResult {
@@ -97,7 +97,7 @@ fn client(
 }
 
 /// `later - earlier` in milliseconds, negative if `later` came first.
-fn signed_ms(later: Instant, earlier: Instant) -> f64 {
+pub(crate) fn signed_ms(later: Instant, earlier: Instant) -> f64 {
     match later.checked_duration_since(earlier) {
         Some(d) => ms(d),
         None => -ms(earlier - later),
@@ -113,7 +113,11 @@ fn wait_in_acquire(standby: LeaseClient) -> tokio::task::JoinHandle<Result<(Leas
 }
 
 /// Two clients take turns: one holds and releases, the other waits and takes over.
-async fn notified(conninfo: &str, edition: Edition, reps: usize) -> Result<(Vec<f64>, Vec<f64>), BenchError> {
+pub(crate) async fn notified(
+    conninfo: &str,
+    edition: Edition,
+    reps: usize,
+) -> Result<(Vec<f64>, Vec<f64>), BenchError> {
     // A name per edition: both send the same notification channel, in one database.
     let name = format!("graceful-{}", edition.schema());
     let clients = [
@@ -172,7 +176,7 @@ async fn polling(conninfo: &str, reps: usize) -> Result<Vec<f64>, BenchError> {
 }
 
 /// A holder process is killed; a waiting standby takes over when the lease expires.
-async fn crash(conninfo: &str, edition: Edition, exe: &Path, reps: usize) -> Result<Vec<f64>, BenchError> {
+pub(crate) async fn crash(conninfo: &str, edition: Edition, exe: &Path, reps: usize) -> Result<Vec<f64>, BenchError> {
     let args = HoldArgs {
         conninfo: conninfo.to_string(),
         prefix: format!("crash-{}", edition.schema()),

@@ -16,6 +16,9 @@
 //! 7. [`scale`]: one renewal's cost with 1, 100,000 and 1,000,000 lease names in the table.
 //! 8. [`batch`]: 10,000 leases of one holder renewed on one connection, one call per lease
 //!    against one `lease_refresh_many` call for all, for each edition.
+//! 9. [`etcd`]: side by side with etcd on the same machine: renewal against its lease keepalive,
+//!    graceful handover and crash failover against its election, 10,000 leases against one
+//!    keepalive of a lease with 10,000 keys; over loopback TCP and over the delayed link.
 //!
 //! Alternatives of a scenario run interleaved in rounds (the order changing each round), so that
 //! noise from other work on the machine hits all of them alike. Per-round figures are reported
@@ -28,6 +31,7 @@ pub mod chart;
 pub mod child;
 pub mod contention;
 pub mod cost;
+pub mod etcd;
 pub mod failover;
 pub mod fence;
 pub mod link;
@@ -160,6 +164,7 @@ pub struct Results {
     pub cost: cost::CostResult,
     pub scale: scale::ScaleResult,
     pub batch: batch::BatchResult,
+    pub etcd: etcd::EtcdResult,
     pub goals: Vec<report::Goal>,
     pub run_seconds: f64,
 }
@@ -193,6 +198,7 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.port()));
     let link = link::DelayLink::start(target, LINK_DELAY_EACH_WAY)?;
     let delayed = format!("host=127.0.0.1 port={} user=postgres dbname={}", link.port(), db.name);
+    let tcp = format!("host=127.0.0.1 port={} user=postgres dbname={}", cluster.port(), db.name);
 
     let control = sql::connect(&socket).await?;
     let machine = machine::describe(&control, &context.repo).await?;
@@ -235,6 +241,8 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
     let scale = scale::run(&cluster, plan).await?;
     info!("scenario 8: 10,000 leases renewed per lease and in one batch call");
     let batch = batch::run(&socket, plan).await?;
+    info!("scenario 9: side by side with etcd");
+    let etcd = etcd::run(etcd::Targets { tcp: &tcp, delayed: &delayed }, &context.exe, plan).await?;
 
     let mut results = Results {
         machine,
@@ -249,6 +257,7 @@ pub async fn run(plan: &Plan, context: &RunnerContext) -> Result<Results, BenchE
         cost,
         scale,
         batch,
+        etcd,
         goals: Vec::new(),
         run_seconds: 0.0,
     };

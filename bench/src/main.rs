@@ -5,6 +5,8 @@
 //!                                 DIR/docs/benchmarks.{md,svg} (DIR: the repository)
 //! bench hold --conninfo C --prefix P --leases N --lease-duration 10s --refresh-interval 1s
 //!                                 (started by the runner) hold leases P-0..P-N-1 until killed
+//! bench etcd-hold --endpoint URL --ttl 2s --refresh-interval 500ms
+//!                                 (started by the runner) lead an etcd election until killed
 //! ```
 //!
 //! `scripts/bench.sh` builds it in release mode and runs it. Progress goes to stderr
@@ -32,12 +34,15 @@ struct Cli {
 enum Command {
     /// Started by the runner: hold leases until killed.
     Hold(child::HoldArgs),
+    /// Started by the runner (scenario 9): lead an etcd election until killed.
+    EtcdHold(bench::etcd::EtcdHoldArgs),
 }
 
 fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
     let outcome = match cli.hold {
         Some(Command::Hold(args)) => hold(&args),
+        Some(Command::EtcdHold(args)) => etcd_hold(&args),
         None => run(cli.quick, cli.out),
     };
     match outcome {
@@ -94,4 +99,10 @@ fn hold(hold: &child::HoldArgs) -> Result<(), BenchError> {
         drop(leases);
         Ok(())
     })
+}
+
+/// The etcd leader child of scenario 9: lead, say so, wait to be killed.
+fn etcd_hold(args: &bench::etcd::EtcdHoldArgs) -> Result<(), BenchError> {
+    init_tracing("warn");
+    tokio::runtime::Runtime::new()?.block_on(bench::etcd::hold(args))
 }

@@ -128,6 +128,47 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             });
         }
     }
+    for link in &r.etcd.links {
+        let l = &link.link;
+        goals.push(Goal {
+            goal: format!(
+                "Graceful handover (release or resign called -> the next leader leading) no slower than etcd's election, p50, {l}"
+            ),
+            measured: format!(
+                "lease_lock {} ms vs etcd {} ms = {}",
+                f_ms(link.graceful_lease_lock_from_call.p50_ms),
+                f_ms(link.graceful_etcd_from_call.p50_ms),
+                x(link.graceful_lease_lock_from_call.p50_ms / link.graceful_etcd_from_call.p50_ms)
+            ),
+            met: link.graceful_lease_lock_from_call.count > 0
+                && link.graceful_lease_lock_from_call.p50_ms <= link.graceful_etcd_from_call.p50_ms,
+        });
+        goals.push(Goal {
+            goal: format!("Crash failover no slower than etcd's with the same TTL and refresh interval, p50, {l}"),
+            measured: format!(
+                "lease_lock {} ms vs etcd {} ms = {} (max {} vs {} ms)",
+                f_ms(link.crash_lease_lock.p50_ms),
+                f_ms(link.crash_etcd.p50_ms),
+                x(link.crash_lease_lock.p50_ms / link.crash_etcd.p50_ms),
+                f_ms(link.crash_lease_lock.max_ms),
+                f_ms(link.crash_etcd.max_ms)
+            ),
+            met: link.crash_lease_lock.count > 0 && link.crash_lease_lock.p50_ms <= link.crash_etcd.p50_ms,
+        });
+        goals.push(Goal {
+            goal: format!(
+                "lease_refresh_many of {} leases within 2x of etcd's one keepalive of a lease with {} keys, {l}",
+                f_int(r.etcd.keys as f64),
+                f_int(r.etcd.keys as f64)
+            ),
+            measured: format!(
+                "{}, the median of the rounds' {}",
+                x_goal(link.many_vs_keepalive.median, 2.0),
+                rounds_x(&link.many_vs_keepalive)
+            ),
+            met: link.many_vs_keepalive.median <= 2.0,
+        });
+    }
     if let Some(per_lease) = r.cost.rows.iter().rev().find_map(|row| row.rss_kib_per_extra_lease) {
         goals.push(Goal {
             goal: "Client memory per extra held lease at most 10 KiB (RSS growth, scenario 6)".into(),
@@ -557,6 +598,63 @@ fn batch_table(r: &Results) -> String {
     s
 }
 
+fn etcd_table(r: &Results) -> String {
+    let e = &r.etcd;
+    let mut s = String::new();
+    for link in &e.links {
+        let _ = writeln!(
+            s,
+            "**{}**\n\n| call | calls/s, median (rounds) | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|",
+            link.link
+        );
+        for row in link.renewal.iter().chain(&link.many) {
+            let _ = writeln!(s, "| {} | {} | {} |", row.label, rate_cell(&row.rate), latency_cells(&row.latency));
+        }
+        let _ = writeln!(
+            s,
+            "\n| handover | runs | min ms | p50 ms | max ms |\n|---|---|---|---|---|\n\
+             | graceful, etcd: `Resign` called -> the campaigning standby leads | {} |\n\
+             | graceful, lease_lock: `release()` called -> the notified standby holds | {} |\n\
+             | graceful, etcd: `Resign` returned -> the campaigning standby leads | {} |\n\
+             | graceful, lease_lock: `release()` returned -> the notified standby holds | {} |\n\
+             | crash, etcd: leader process SIGKILLed -> the standby leads | {} |\n\
+             | crash, lease_lock: holder process SIGKILLed -> the standby holds | {} |\n",
+            small_cells(&link.graceful_etcd_from_call),
+            small_cells(&link.graceful_lease_lock_from_call),
+            small_cells(&link.graceful_etcd),
+            small_cells(&link.graceful_lease_lock),
+            small_cells(&link.crash_etcd),
+            small_cells(&link.crash_lease_lock)
+        );
+        let _ = writeln!(
+            s,
+            "| lease_lock vs etcd, time ({}) | ratio |\n|---|---|\n\
+             | renewal: lease_refresh / keepalive | {} (rounds {}) |\n\
+             | {} leases: lease_refresh_many / one keepalive | {} (rounds {}) |\n\
+             | graceful handover (from the call), p50 | {} |\n\
+             | crash failover, p50 | {} |\n",
+            link.link,
+            x(link.refresh_vs_keepalive.median),
+            rounds_x(&link.refresh_vs_keepalive),
+            f_int(e.keys as f64),
+            x(link.many_vs_keepalive.median),
+            rounds_x(&link.many_vs_keepalive),
+            x(link.graceful_lease_lock_from_call.p50_ms / link.graceful_etcd_from_call.p50_ms),
+            x(link.crash_lease_lock.p50_ms / link.crash_etcd.p50_ms)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{}; graceful handover with TTL {} ms and keepalive/renewal every {} ms, crash failover with TTL {} ms and every {} ms, for both systems.",
+        e.etcd_version,
+        f_ms(e.graceful_ttl_ms),
+        f_ms(e.graceful_refresh_ms),
+        f_ms(e.crash_ttl_ms),
+        f_ms(e.crash_refresh_ms)
+    );
+    s
+}
+
 // ---- documents ---------------------------------------------------------------------------
 
 /// `results/benchmarks.md`: the machine, the goals and every table, without the explanations.
@@ -574,7 +672,8 @@ pub fn results_markdown(r: &Results) -> String {
          ## 5. Failover\n\n{}\n\
          ## 6. Client cost\n\n{}\n\
          ## 7. Renewal cost by the number of lease names\n\n{}\n\
-         ## 8. Many leases, one call\n\n{}",
+         ## 8. Many leases, one call\n\n{}\n\
+         ## 9. Side by side with etcd\n\n{}",
         machine_section(r),
         goals_section(r),
         r.single_socket.link,
@@ -595,13 +694,14 @@ pub fn results_markdown(r: &Results) -> String {
         cost_table(r),
         scale_table(r),
         batch_table(r),
+        etcd_table(r),
     )
 }
 
 /// `docs/benchmarks.md`: the template (`benchmarks.md.j2`, the explanation around the tables)
 /// filled with this run's tables and sentences, each named `{{ name }}` there.
 pub fn docs_markdown(r: &Results) -> String {
-    let parts: [(&str, String); 16] = [
+    let parts: [(&str, String); 17] = [
         ("machine", machine_section(r)),
         ("goals", goals_section(r)),
         ("single_socket", single_table(&r.single_socket)),
@@ -618,6 +718,7 @@ pub fn docs_markdown(r: &Results) -> String {
         ("cost", cost_table(r)),
         ("scale", scale_table(r)),
         ("batch", batch_table(r)),
+        ("etcd", etcd_table(r)),
     ];
     let context: std::collections::BTreeMap<&str, String> =
         parts.into_iter().map(|(name, text)| (name, text.trim_end().to_string())).collect();

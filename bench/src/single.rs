@@ -127,8 +127,8 @@ impl SingleResult {
     }
 }
 
-/// One alternative's connection and prepared statements.
-enum Caller {
+/// One alternative's connection and prepared statements (also scenario 9's PostgreSQL side).
+pub(crate) enum Caller {
     Lease { calls: LeaseCalls, lease_name: String, renew_with_acquire: bool },
     Reference { reference: Reference, transaction: bool },
     Advisory { client: Client, lock: Statement, unlock: Statement },
@@ -136,7 +136,7 @@ enum Caller {
 }
 
 impl Caller {
-    async fn open(
+    pub(crate) async fn open(
         alternative: Alternative,
         conninfo: &str,
         holder: Uuid,
@@ -174,7 +174,7 @@ impl Caller {
     }
 
     /// One call, checked: a renewal that did not renew is an error, not a fast call.
-    async fn call(&self) -> Result<(), BenchError> {
+    pub(crate) async fn call(&self) -> Result<(), BenchError> {
         match self {
             Caller::Lease { calls, lease_name, renew_with_acquire: false } => {
                 expect(calls.refresh(lease_name).await?, "lease_refresh did not renew")
