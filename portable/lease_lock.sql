@@ -261,6 +261,17 @@ BEGIN
 END
 $$;
 
+-- Tells watchers that a lease's tenure changed: NOTIFY lease_lock_events (at commit) with
+-- {"event", "lease_name", "fencing_token", "holder_role"}; see the README's SQL API. Never on
+-- a renewal.
+CREATE FUNCTION @extschema@.notify_event(
+    event pg_catalog.text, lease_name pg_catalog.text, fencing_token pg_catalog.int8, role pg_catalog.regrole)
+RETURNS void LANGUAGE sql AS $$
+    SELECT pg_catalog.pg_notify('lease_lock_events', pg_catalog.json_build_object(
+        'event', event, 'lease_name', lease_name, 'fencing_token', fencing_token,
+        'holder_role', role::pg_catalog.text)::pg_catalog.text)
+$$;
+
 CREATE FUNCTION @extschema@.lease_acquire(
     holder pg_catalog.uuid, lease_duration pg_catalog.interval, lease_name pg_catalog.text DEFAULT 'default',
     OUT acquired pg_catalog.bool, OUT fencing_token pg_catalog.int8, OUT expires_at pg_catalog.timestamptz)
@@ -322,6 +333,7 @@ BEGIN
             WHERE l.lease_name OPERATOR(pg_catalog.=) lease_acquire.lease_name;
             EXIT body;
         END IF;
+        PERFORM @extschema@.notify_event('acquired', lease_name, fencing_token, role);
         -- The owner's bound, or a session's lower one (SET lease_lock.max_lease_names): any
         -- role may set that parameter here, so it may only lower the bound (0 is no bound).
         SELECT CASE WHEN g.v IS NULL OR g.v OPERATOR(pg_catalog.<=) 0 THEN s.max_lease_names
@@ -374,6 +386,7 @@ BEGIN
             expires_at = until, timeline = tl, max_duration_us = GREATEST(l.max_duration_us, duration_us)
         WHERE l.lease_name OPERATOR(pg_catalog.=) lease_acquire.lease_name
         RETURNING true, l.fencing_token, l.expires_at INTO acquired, fencing_token, expires_at;
+        PERFORM @extschema@.notify_event('acquired', lease_name, fencing_token, role);
     EXCEPTION WHEN SQLSTATE 'LLR01' THEN
         PERFORM @extschema@.refuse_other_role(locked.holder, locked.holder_role, locked.expires_at, locked.timeline,
                                               holder, role, now, tl, lease_name);
@@ -406,27 +419,30 @@ DECLARE
 BEGIN
     <<body>>
     BEGIN
-    -- The holder's unexpired tenure (the hot path: one UPDATE).
+    -- The holder's unexpired tenure of this timeline (the hot path: one UPDATE).
     UPDATE @extschema@.leases l
-    SET renewed_at = now, expires_at = now OPERATOR(pg_catalog.+) lease_duration, timeline = tl,
+    SET renewed_at = now, expires_at = now OPERATOR(pg_catalog.+) lease_duration,
         max_duration_us = GREATEST(l.max_duration_us, duration_us)
     WHERE l.lease_name OPERATOR(pg_catalog.=) lease_refresh.lease_name
       AND l.holder OPERATOR(pg_catalog.=) lease_refresh.holder AND l.holder_role OPERATOR(pg_catalog.=) role
-      AND l.expires_at OPERATOR(pg_catalog.>) now
+      AND l.expires_at OPERATOR(pg_catalog.>) now AND l.timeline OPERATOR(pg_catalog.=) tl
     RETURNING true, l.fencing_token, l.expires_at INTO acquired, fencing_token, expires_at;
     IF FOUND THEN
         EXIT body;
     END IF;
-    -- A tenure from another timeline whose replicated expiry is after the promotion.
+    -- A tenure from another timeline, unexpired or with a replicated expiry after the
+    -- promotion: renewing it here re-arms it on this timeline (and tells watchers).
     UPDATE @extschema@.leases l
     SET renewed_at = now, expires_at = now OPERATOR(pg_catalog.+) lease_duration, timeline = tl,
         max_duration_us = GREATEST(l.max_duration_us, duration_us)
     WHERE l.lease_name OPERATOR(pg_catalog.=) lease_refresh.lease_name
       AND l.holder OPERATOR(pg_catalog.=) lease_refresh.holder AND l.holder_role OPERATOR(pg_catalog.=) role
       AND l.timeline OPERATOR(pg_catalog.<>) tl
-      AND l.expires_at OPERATOR(pg_catalog.>) @extschema@.timeline_start(tl)
+      AND (l.expires_at OPERATOR(pg_catalog.>) now
+           OR l.expires_at OPERATOR(pg_catalog.>) @extschema@.timeline_start(tl))
     RETURNING true, l.fencing_token, l.expires_at INTO acquired, fencing_token, expires_at;
     IF FOUND THEN
+        PERFORM @extschema@.notify_event('rearmed', lease_name, fencing_token, role);
         EXIT body;
     END IF;
     SELECT l.fencing_token, l.holder, l.holder_role, l.expires_at, l.timeline, l.max_duration_us INTO st
@@ -504,15 +520,18 @@ DECLARE
     st record;
     saved pg_catalog.text := @extschema@.bound_lock_waits();
     released pg_catalog.bool := false;
+    token pg_catalog.int8;
 BEGIN
     <<body>>
     BEGIN
     UPDATE @extschema@.leases l SET holder = NULL, holder_role = NULL, expires_at = now
     WHERE l.lease_name OPERATOR(pg_catalog.=) lease_release.lease_name
       AND l.holder OPERATOR(pg_catalog.=) lease_release.holder AND l.holder_role OPERATOR(pg_catalog.=) role
-      AND (l.expires_at OPERATOR(pg_catalog.>) now OR l.timeline OPERATOR(pg_catalog.<>) tl);
+      AND (l.expires_at OPERATOR(pg_catalog.>) now OR l.timeline OPERATOR(pg_catalog.<>) tl)
+    RETURNING l.fencing_token INTO token;
     IF FOUND THEN
         PERFORM pg_catalog.pg_notify('lease_lock_released', lease_name);
+        PERFORM @extschema@.notify_event('released', lease_name, token, role);
         released := true;
         EXIT body;
     END IF;
@@ -611,14 +630,17 @@ DECLARE
     tl pg_catalog.int4 := @extschema@.current_timeline();
     saved pg_catalog.text := @extschema@.bound_lock_waits();
     evicted pg_catalog.bool := false;
+    token pg_catalog.int8;
 BEGIN
     <<body>>
     BEGIN
     UPDATE @extschema@.leases l SET holder = NULL, holder_role = NULL, expires_at = now
     WHERE l.lease_name OPERATOR(pg_catalog.=) lease_evict.lease_name AND l.holder IS NOT NULL
-      AND (l.expires_at OPERATOR(pg_catalog.>) now OR l.timeline OPERATOR(pg_catalog.<>) tl);
+      AND (l.expires_at OPERATOR(pg_catalog.>) now OR l.timeline OPERATOR(pg_catalog.<>) tl)
+    RETURNING l.fencing_token INTO token;
     IF FOUND THEN
         PERFORM pg_catalog.pg_notify('lease_lock_released', lease_name);
+        PERFORM @extschema@.notify_event('evicted', lease_name, token, NULL);
         evicted := true;
         EXIT body;
     END IF;

@@ -14,6 +14,29 @@ pub const SCHEMA: &str = "lease_lock";
 /// a grant.
 pub const RELEASE_CHANNEL: &str = "lease_lock_released";
 
+/// The channel every change of a lease's holder is notified on at commit, for watchers: a
+/// JSON object `{"event": ..., "lease_name": ..., "fencing_token": ..., "holder_role": ...}`,
+/// `event` one of [`events`]. `holder_role` is the role of the tenure (null for an eviction);
+/// the holder id is not sent, since every role that can connect may `LISTEN` (`lease_status`
+/// shows it to members of the holder's role). Renewals notify nothing. As with
+/// [`RELEASE_CHANNEL`], anyone may notify this channel: a notification is a hint to read
+/// `lease_status`, never proof.
+pub const EVENTS_CHANNEL: &str = "lease_lock_events";
+
+/// The `event` values of [`EVENTS_CHANNEL`]'s payloads.
+pub mod events {
+    /// A new tenure started (`lease_acquire` took a free, expired or released lease): a new
+    /// fencing token.
+    pub const ACQUIRED: &str = "acquired";
+    /// The holder released its tenure (`lease_release`).
+    pub const RELEASED: &str = "released";
+    /// An administrator ended the tenure (`lease_evict`).
+    pub const EVICTED: &str = "evicted";
+    /// The holder renewed a tenure written on an earlier WAL timeline, its first renewal after a
+    /// failover (`lease_refresh`): the same token, held again on the new primary.
+    pub const REARMED: &str = "rearmed";
+}
+
 /// The longest lease name, in bytes (names are 1 to this many bytes).
 pub const MAX_NAME_BYTES: usize = 255;
 

@@ -42,7 +42,7 @@
 
 use crate::error::{LeaseError, SqlState};
 use crate::guard::{SubTransaction, MAX_LEASE_NAMES};
-use crate::spi::{self, FenceRow, LeaseRow, Snapshot, SpiSession, Stmt, Tenure};
+use crate::spi::{self, Event, FenceRow, LeaseRow, Snapshot, SpiSession, Stmt, Tenure};
 use pgrx::pg_sys::{self, Datum, Oid, TimestampTz};
 use std::cell::Cell;
 
@@ -195,8 +195,19 @@ impl LeaseCall<'_> {
             .run(Stmt::Take, &args)?
             .ok_or_else(|| LeaseError::new(SqlState::DATA_CORRUPTED, "lease_lock: the locked lease row vanished"))?;
         let tenure = Tenure::read(&row)?;
+        drop(row);
+        self.event(Event::Acquired, tenure.fencing_token)?;
         taking.commit();
         Ok(Grant::held(tenure))
+    }
+
+    /// Tells watchers (`lease_lock_contract::EVENTS_CHANNEL`, at commit) that the tenure
+    /// changed. Never on a renewal: those keep their one statement.
+    fn event(&self, event: Event, token: i64) -> Result<(), LeaseError> {
+        let args = [self.name.datum, Datum::from(token), Datum::from(self.role)];
+        let args = if event == Event::Evicted { &args[..2] } else { &args[..] };
+        self.spi.run(Stmt::Event(event), args)?;
+        Ok(())
     }
 
     fn count(&self, stmt: Stmt) -> Result<i64, LeaseError> {
@@ -211,6 +222,8 @@ impl LeaseCall<'_> {
             return Ok(Grant::refused(state.map(|s| s.expires_at)));
         };
         let tenure = Tenure::read(&row)?;
+        drop(row);
+        self.event(Event::Acquired, tenure.fencing_token)?;
         let limit = i64::from(MAX_LEASE_NAMES.get());
         if limit > 0 && self.count(Stmt::CountNames)? >= limit / 2 {
             // Near the bound (as far as the statistics say, which lag by seconds and can count
@@ -233,9 +246,20 @@ impl LeaseCall<'_> {
     }
 
     /// `lease_refresh`: extend the caller's tenure; never start a new one.
+    ///
+    /// The unexpired tenure of this timeline first, the statement `lease_acquire` renews with:
+    /// the one statement of every renewal. Only when it finds nothing, the tenure written on an
+    /// earlier timeline, whose renewal here re-arms it (and tells watchers).
     pub fn refresh(&self, holder: &Holder, duration_us: i64) -> Result<Grant, LeaseError> {
-        if let Some(row) = self.spi.run(Stmt::Renew, &self.tenure_args(holder, duration_us))? {
+        let args = self.tenure_args(holder, duration_us);
+        if let Some(row) = self.spi.run(Stmt::RenewHeld, &args)? {
             return Ok(Grant::held(Tenure::read(&row)?));
+        }
+        if let Some(row) = self.spi.run(Stmt::Renew, &args)? {
+            let tenure = Tenure::read(&row)?;
+            drop(row);
+            self.event(Event::Rearmed, tenure.fencing_token)?;
+            return Ok(Grant::held(tenure));
         }
         let Some(state) = self.inspect(Snapshot::Transaction)? else {
             return Ok(Grant::refused(None));
@@ -248,8 +272,11 @@ impl LeaseCall<'_> {
     pub fn release(&self, holder: &Holder) -> Result<bool, LeaseError> {
         let args =
             [self.name.datum, holder.datum, Datum::from(self.role), Datum::from(self.now), Datum::from(self.timeline)];
-        if self.spi.run(Stmt::Release, &args)?.is_some() {
+        if let Some(row) = self.spi.run(Stmt::Release, &args)? {
+            let token = spi::ended_token(&row)?;
+            drop(row);
             self.spi.run(Stmt::Notify, &[self.name.datum])?;
+            self.event(Event::Released, token)?;
             return Ok(true);
         }
         if let Some(state) = self.inspect(Snapshot::Transaction)? {
@@ -261,11 +288,14 @@ impl LeaseCall<'_> {
     /// `lease_evict`: end whoever's tenure and wake waiters.
     pub fn evict(&self) -> Result<bool, LeaseError> {
         let args = [self.name.datum, Datum::from(self.now), Datum::from(self.timeline)];
-        let evicted = self.spi.run(Stmt::Evict, &args)?.is_some();
-        if evicted {
-            self.spi.run(Stmt::Notify, &[self.name.datum])?;
-        }
-        Ok(evicted)
+        let Some(row) = self.spi.run(Stmt::Evict, &args)? else {
+            return Ok(false);
+        };
+        let token = spi::ended_token(&row)?;
+        drop(row);
+        self.spi.run(Stmt::Notify, &[self.name.datum])?;
+        self.event(Event::Evicted, token)?;
+        Ok(true)
     }
 
     /// `lease_fence`: succeed only for the current, unexpired tenure, called by its role, and

@@ -25,9 +25,9 @@ pub enum Stmt {
     /// `lease_acquire` by the holder: extend its own unexpired tenure of this timeline.
     /// [`TenureArgs`] -> [`Tenure`].
     RenewHeld,
-    /// `lease_refresh`: extend the caller's own tenure, unexpired or untouched since a failover
-    /// (a row written on another timeline: its holder may still believe it holds it).
-    /// [`TenureArgs`] -> [`Tenure`].
+    /// `lease_refresh` once [`Stmt::RenewHeld`] found nothing: extend the caller's own tenure
+    /// untouched since a failover (a row written on another timeline: its holder may still
+    /// believe it holds it), which re-arms it on this timeline. [`TenureArgs`] -> [`Tenure`].
     Renew,
     /// Read the lease row without locking it. `$1 name` -> [`LeaseRow`].
     Inspect,
@@ -54,9 +54,32 @@ pub enum Stmt {
     Fence,
     /// Wake waiters. `$1 name`.
     Notify,
+    /// Tell watchers the holder changed (see `lease_lock_contract::EVENTS_CHANNEL`).
+    /// `$1 name, $2 fencing_token, $3 role` (no `$3` for an eviction, whose role is gone).
+    Event(Event),
 }
 
-use lease_lock_contract::RELEASE_CHANNEL;
+/// What [`Stmt::Event`] tells watchers: the payload's `event`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    Acquired,
+    Released,
+    Evicted,
+    Rearmed,
+}
+
+impl Event {
+    fn name(self) -> &'static str {
+        match self {
+            Event::Acquired => events::ACQUIRED,
+            Event::Released => events::RELEASED,
+            Event::Evicted => events::EVICTED,
+            Event::Rearmed => events::REARMED,
+        }
+    }
+}
+
+use lease_lock_contract::{events, EVENTS_CHANNEL, RELEASE_CHANNEL};
 
 const TEXT: Oid = pg_sys::TEXTOID;
 const UUID: Oid = pg_sys::UUIDOID;
@@ -84,6 +107,8 @@ impl Stmt {
             Stmt::Release => &[TEXT, UUID, ROLE, TSTZ, INT4],
             Stmt::Evict => &[TEXT, TSTZ, INT4],
             Stmt::Inspect | Stmt::LockForTenure | Stmt::Fence | Stmt::Notify => &[TEXT],
+            Stmt::Event(Event::Evicted) => &[TEXT, INT8],
+            Stmt::Event(_) => &[TEXT, INT8, ROLE],
         }
     }
 
@@ -95,7 +120,7 @@ impl Stmt {
             Stmt::Inspect | Stmt::LockForTenure => LEASE_ROW_COLS,
             Stmt::Release | Stmt::Evict => &[INT8],
             Stmt::Fence => &[INT8, UUID, ROLE, TSTZ],
-            Stmt::Notify => &[VOID],
+            Stmt::Notify | Stmt::Event(_) => &[VOID],
         }
     }
 
@@ -163,6 +188,13 @@ impl Stmt {
                  FOR KEY SHARE SKIP LOCKED"
             ),
             Stmt::Notify => format!("SELECT pg_catalog.pg_notify('{RELEASE_CHANNEL}', $1)"),
+            // The role by name (regrole's output), as lease_status shows it.
+            Stmt::Event(event) => format!(
+                "SELECT pg_catalog.pg_notify('{EVENTS_CHANNEL}', pg_catalog.json_build_object(\
+                 'event', '{}', 'lease_name', $1, 'fencing_token', $2, 'holder_role', {})::pg_catalog.text)",
+                event.name(),
+                if event == Event::Evicted { "NULL" } else { "$3::pg_catalog.text" }
+            ),
         }
     }
 }
@@ -444,6 +476,11 @@ impl Tenure {
 /// [`Stmt::CountNames`]'s row.
 pub fn count(row: &Row) -> Result<i64, LeaseError> {
     Row::not_null(row.i64(0), "count")
+}
+
+/// [`Stmt::Release`]'s and [`Stmt::Evict`]'s row: the token of the tenure they ended.
+pub fn ended_token(row: &Row) -> Result<i64, LeaseError> {
+    Row::not_null(row.i64(0), "fencing_token")
 }
 
 /// A lease row as [`Stmt::Inspect`] and [`Stmt::LockForTenure`] read it.

@@ -190,6 +190,32 @@ impl TestCluster {
         client
     }
 
+    /// A connection to `dbname` that has run `LISTEN channel`, and the payloads of the
+    /// notifications it receives on that channel, in order. The receiver ends with the
+    /// connection.
+    pub async fn listen(
+        &self,
+        dbname: &str,
+        channel: &str,
+    ) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (client, mut connection) =
+            tokio_postgres::connect(&self.conninfo(dbname), tokio_postgres::NoTls).await.expect("connect");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let wanted = channel.to_string();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    if n.channel() == wanted && tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        // The channel is an identifier the test chose, not a value from outside.
+        client.batch_execute(&format!("LISTEN {channel}")).await.expect("LISTEN");
+        (client, rx)
+    }
+
     /// Runs one parameterised statement on its own connection and returns the rows, typed by
     /// the caller (`row.get::<_, T>(i)`), so tests never parse text output.
     pub async fn query(

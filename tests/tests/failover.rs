@@ -327,6 +327,41 @@ async fn async_lost_handover_never_makes_two_holders() {
     eprintln!("lost handover: a new tenure began {:?} after O's last acknowledged renewal", got_at - o_renewed);
 }
 
+// The holder's first renewal on the promoted server re-arms its tenure there and tells watchers
+// (LISTEN lease_lock_events); its next renewal is an ordinary one and tells nobody.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenure_renewed_after_a_failover_is_announced_as_rearmed() {
+    init_tracing();
+    let set = std::sync::Arc::new(ReplicaSet::start(Replication::Async).await);
+    const H: &str = "00000000-0000-0000-0000-0000000000a1";
+    let call = |on: &lease_lock_tests::TestCluster, f: &str| {
+        on.psql(&set.db, &format!("SELECT acquired, fencing_token FROM lease_lock.{f}('{H}', '1 hour', 'rearm')"))
+    };
+    assert_eq!(call(&set.primary, "lease_acquire"), "t|1");
+    let s = set.clone();
+    blocking(move || {
+        s.wait_for_replay();
+        s.primary.stop_server("fast");
+        s.standby.promote();
+    })
+    .await;
+    let (_watcher, mut events) = set.standby.listen(&set.db, "lease_lock_events").await;
+    assert_eq!(call(&set.standby, "lease_refresh"), "t|1", "the holder continues its tenure");
+    let event = timeout(Duration::from_secs(5), events.recv()).await.expect("an event").expect("open");
+    assert!(
+        event.contains(r#""event" : "rearmed""#)
+            && event.contains(r#""lease_name" : "rearm""#)
+            && event.contains(r#""fencing_token" : 1"#),
+        "{event}"
+    );
+    assert_eq!(call(&set.standby, "lease_refresh"), "t|1");
+    assert_eq!(call(&set.standby, "lease_acquire"), "t|1");
+    assert!(
+        timeout(Duration::from_millis(500), events.recv()).await.is_err(),
+        "renewals on the same timeline tell nobody"
+    );
+}
+
 // A standby (read-only) server is "not connected", never "lease held": the extension refuses with
 // 25006 and the client keeps waiting.
 #[tokio::test(flavor = "multi_thread")]
