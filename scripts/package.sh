@@ -4,8 +4,9 @@
 #   scripts/package.sh [MAJOR...]   per PostgreSQL major (default: 15 16 17 18), into target/dist/:
 #       postgresql-<major>-lease-lock_<version>_amd64.deb   files where Debian's postgresql-<major>
 #                                                           looks for extensions; Depends on it
-#       lease_lock-<version>-pg<major>-linux-x86_64.tar.gz  the same files and an install.sh that
-#                                                           takes a pg_config path
+#       lease_lock-<version>-pg<major>-linux-x86_64.tar.gz  the same files, the lease-lock command
+#                                                           and an install.sh that takes a pg_config path
+#   and once: lease-lock_<version>_amd64.deb                the lease-lock command, /usr/bin/lease-lock
 #   scripts/package.sh dist         the source archive for PGXN (META.json at its top), from
 #                                   `git archive` of HEAD: target/dist/lease_lock-<version>.zip
 #
@@ -85,7 +86,7 @@ tarball() {
     local root
     root=$(mktemp -d)
     mkdir -p "$root/$name"
-    cp -r "$stage_dir"/lib "$stage_dir"/extension "$root/$name/"
+    cp -r "$stage_dir"/lib "$stage_dir"/extension "$stage_dir"/bin "$root/$name/"
     cat >"$root/$name/install.sh" <<EOF
 #!/bin/sh
 # Installs lease_lock $VERSION for PostgreSQL $major into the PostgreSQL whose pg_config is given
@@ -104,12 +105,54 @@ extdir=\$("\$PG_CONFIG" --sharedir)/extension
 install -d "\$libdir" "\$extdir"
 install -m 755 lib/lease_lock.so "\$libdir/"
 install -m 644 extension/* "\$extdir/"
-echo "installed lease_lock $VERSION into \$libdir and \$extdir"
+bindir=\${LEASE_LOCK_BINDIR:-/usr/local/bin}
+install -d "\$bindir"
+install -m 755 bin/lease-lock "\$bindir/"
+echo "installed lease_lock $VERSION into \$libdir and \$extdir, and lease-lock into \$bindir"
 echo "next: CREATE EXTENSION lease_lock;  (or ALTER EXTENSION lease_lock UPDATE;)"
 EOF
     chmod 755 "$root/$name/install.sh"
     out=$DIST/$name.tar.gz
     tar -C "$root" --owner=0 --group=0 -czf "$out" "$name"
+    rm -rf "$root"
+    log "wrote $out"
+}
+
+# The lease-lock command: the same binary for every major, so a package of its own
+# (lease-lock_<version>_amd64.deb, /usr/bin/lease-lock) that the postgresql-<major>-lease-lock
+# packages do not conflict over; the tarballs carry it too. Built once, in the "cli" profile
+# (release with thin LTO: a command line tool needs no fat LTO, and this keeps the build short).
+cli_binary() {
+    local bin=${CARGO_TARGET_DIR:-target}/cli/lease-lock
+    cargo build --profile cli --quiet -p lease_lock_cli --bin lease-lock >&2 \
+        || { log "the lease-lock command did not build"; return 1; }
+    echo "$bin"
+}
+
+cli_deb() {
+    local bin=$1 root out
+    root=$(mktemp -d)
+    mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/usr/share/doc/lease-lock"
+    install -m 755 "$bin" "$root/usr/bin/lease-lock"
+    printf '%s\n' "lease-lock $VERSION: leader election from the command line on lease_lock." \
+        "License: Apache-2.0 (on Debian systems: /usr/share/common-licenses/Apache-2.0)." \
+        >"$root/usr/share/doc/lease-lock/copyright"
+    cat >"$root/DEBIAN/control" <<EOF
+Package: lease-lock
+Version: $VERSION-1
+Architecture: amd64
+Maintainer: lease_lock developers <lease_lock@example.invalid>
+Depends: libc6
+Section: admin
+Priority: optional
+Description: leader election for any program on PostgreSQL (lease_lock)
+ lease-lock runs a command only while this node holds a lease of the lease_lock PostgreSQL
+ extension (run, elect), stops it before another node can hold the lease, serves /leader and
+ /metrics, and shows or watches who leads (status, watch).
+EOF
+    out=$DIST/lease-lock_${VERSION}_amd64.deb
+    chmod -R u=rwX,go=rX "$root"
+    dpkg-deb --root-owner-group --build "$root" "$out" >/dev/null
     rm -rf "$root"
     log "wrote $out"
 }
@@ -120,9 +163,12 @@ if [ "${1:-}" = dist ]; then
 fi
 majors=("$@")
 [ ${#majors[@]} -gt 0 ] || majors=(15 16 17 18)
+cli=$(cli_binary)
+cli_deb "$cli"
 for major in "${majors[@]}"; do
     stage_dir=$(mktemp -d)
     stage "$major" "$stage_dir"
+    install -D -m 755 "$cli" "$stage_dir/bin/lease-lock"
     deb "$major" "$stage_dir"
     tarball "$major" "$stage_dir"
     rm -rf "$stage_dir"

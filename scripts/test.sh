@@ -181,7 +181,7 @@ suite_client() {
             # packaging (CREATE EXTENSION, pg_dump of its config table, ALTER EXTENSION).
             cargo test -p lease_lock_tests --test client --test failover --test portable --test tls --no-fail-fast 2>&1
         else
-            cargo test -p lease_lock_client -p lease_lock_tests -p lease_lock_bench -p lease_lock_faults --no-fail-fast 2>&1
+            cargo test -p lease_lock_client -p lease_lock_tests -p lease_lock_bench -p lease_lock_faults -p lease_lock_cli --no-fail-fast 2>&1
         fi
     ) >"$log"
     status=$?
@@ -250,6 +250,11 @@ suite_package() {
         dpkg-deb --contents '$deb' | grep -q ' ./usr/share/postgresql/$PG_MAJOR/extension/lease_lock.control\$' &&
         dpkg-deb --contents '$deb' | grep -q ' ./usr/share/postgresql/$PG_MAJOR/extension/lease_lock--$version.sql\$' &&
         dpkg-deb --field '$deb' Depends | grep -q 'postgresql-$PG_MAJOR'"
+    local cli_deb=target/dist/lease-lock_${version}_amd64.deb
+    check "lease-lock's .deb holds the command, which runs" bash -c "
+        dpkg-deb --contents '$cli_deb' | grep -q ' ./usr/bin/lease-lock\$' &&
+        tar -xzOf '$tarball' lease_lock-$version-pg$PG_MAJOR-linux-x86_64/bin/lease-lock >/dev/null &&
+        target/cli/lease-lock --version | grep -q '^lease-lock $version\$'"
     local sudo=
     [ "$(id -u)" = 0 ] || sudo=sudo
     local libdir extdir
@@ -263,7 +268,9 @@ suite_package() {
         local unpacked
         unpacked=$(mktemp -d)
         tar -C "$unpacked" -xzf "$tarball"
-        check "tarball install.sh $PG_CONFIG" "$unpacked"/lease_lock-*/install.sh "$PG_CONFIG"
+        check "tarball install.sh $PG_CONFIG" env LEASE_LOCK_BINDIR="$unpacked/bin" \
+            "$(echo "$unpacked"/lease_lock-*/install.sh)" "$PG_CONFIG"
+        check "tarball install.sh installed lease-lock" test -x "$unpacked/bin/lease-lock"
         check "tarball install.sh refuses another major's pg_config" \
             bash -c "! '$(echo "$unpacked"/lease_lock-*/install.sh)' /usr/lib/postgresql/15/bin/pg_config"
         rm -rf "$unpacked"

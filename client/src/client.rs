@@ -5,7 +5,8 @@ use crate::claims::{Claims, TaskClaim};
 use crate::config::{validate_lease_name, LeaseConfig};
 use crate::error::Error;
 use crate::lease::{Lease, LeaseInfo, Tenure};
-use crate::session::{CallError, DbConn, Grant, Session, Tls};
+use crate::session::{CallError, DbConn, Grant, Leader, Session, Tls};
+use crate::watch::LeaderWatch;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -95,6 +96,75 @@ impl LeaseClient {
     /// The settings.
     pub fn config(&self) -> &LeaseConfig {
         self.shared.session.config()
+    }
+
+    /// Who holds this client's lease now, as `lease_status` says (`None` for a name never
+    /// used). One call on the client's connection.
+    ///
+    /// # Errors
+    /// [`Error::Connect`], [`Error::Status`] or [`Error::CallTimeout`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn leader(&self) -> Result<Option<Leader>, Error> {
+        let name = self.lease_name.clone();
+        let rows = self.shared.session.query(async |conn| conn.status(Some(&name)).await, Error::Status).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Every lease of the database, by name, as `lease_status` says. One call.
+    ///
+    /// # Errors
+    /// As [`LeaseClient::leader`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn leaders(&self) -> Result<Vec<Leader>, Error> {
+        self.shared.session.query(async |conn| conn.status(None).await, Error::Status).await
+    }
+
+    /// Watches who holds this client's lease: every change of holder, tenure or held-ness,
+    /// starting with the current state, as it happens (client-go's `OnNewLeader`, etcd's
+    /// `Observe`). It listens for the extension's `lease_lock_events` on the client's
+    /// connection and reads `lease_status` on each notification (a hint only: anyone may
+    /// send one), at the lease's expiry (which sends none), and after every reconnect
+    /// (notifications sent while disconnected are lost). Needs
+    /// [`listen`](LeaseClientBuilder::listen) (the default); without it, it reads at each
+    /// expiry and every ten refresh intervals.
+    ///
+    /// The watcher runs in a task until the returned [`LeaderWatch`] is dropped.
+    pub fn watch(&self) -> LeaderWatch {
+        LeaderWatch::start(self.shared.session.clone(), self.lease_name.clone())
+    }
+
+    /// Releases this client's lease as its holder id without a [`Lease`] handle: for an
+    /// administrator or a script that knows the holder id of a tenure (set with
+    /// [`holder_id`](LeaseClientBuilder::holder_id)) and must end it, for example after the
+    /// process that held it was stopped. `false` if that id did not hold the unexpired lease.
+    ///
+    /// # Errors
+    /// [`Error::Connect`], [`Error::Release`] (42501: the holder id belongs to another role's
+    /// tenure) or [`Error::CallTimeout`].
+    ///
+    /// # Cancel safety
+    /// The outcome is unknown if cancelled after the call was sent.
+    pub async fn release_as_holder(&self) -> Result<bool, Error> {
+        let (holder, name) = (self.shared.holder_id, self.lease_name.clone());
+        self.shared.session.query(async |conn| conn.release(holder, &name).await, Error::Release).await
+    }
+
+    /// `lease_evict`: ends the current tenure of this client's lease whoever holds it (needs
+    /// the privilege to evict, an administrator's). `false` if it was not held.
+    ///
+    /// # Errors
+    /// [`Error::Connect`], [`Error::Evict`] (42501 without the privilege) or
+    /// [`Error::CallTimeout`].
+    ///
+    /// # Cancel safety
+    /// The outcome is unknown if cancelled after the call was sent.
+    pub async fn evict(&self) -> Result<bool, Error> {
+        let name = self.lease_name.clone();
+        self.shared.session.query(async |conn| conn.evict(&name).await, Error::Evict).await
     }
 
     /// One attempt: the lease if it was free (or already ours), `None` if someone else holds it.

@@ -22,6 +22,12 @@ pub enum Error {
     /// `lease_release` failed.
     #[error("lease_release failed")]
     Release(#[source] tokio_postgres::Error),
+    /// Reading `lease_status` failed (a missing schema or view: 42P01/3F000, no privilege).
+    #[error("reading lease_status failed")]
+    Status(#[source] tokio_postgres::Error),
+    /// `lease_evict` failed (for example 42501: the role may not evict).
+    #[error("lease_evict failed")]
+    Evict(#[source] tokio_postgres::Error),
     /// `lease_fence` refused the token (SQLSTATE `LL001`): the tenure is no longer the current,
     /// unexpired one, and another holder may have begun. The write's transaction is aborted:
     /// roll it back and stop acting as the holder.
@@ -74,7 +80,12 @@ impl Error {
     /// The SQLSTATE of the database error behind this one, if any.
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            Error::Connect(e) | Error::Acquire(e) | Error::Release(e) | Error::Fence(e) => e.code(),
+            Error::Connect(e)
+            | Error::Acquire(e)
+            | Error::Release(e)
+            | Error::Status(e)
+            | Error::Evict(e)
+            | Error::Fence(e) => e.code(),
             Error::Fenced { source, .. } => source.code(),
             _ => None,
         }

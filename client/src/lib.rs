@@ -94,13 +94,15 @@ mod error;
 mod fence;
 mod lease;
 mod session;
+mod watch;
 
 pub use client::{LeaseClient, LeaseClientBuilder};
 pub use config::{LeaseConfig, DEFAULT_SCHEMA, MAX_LEASE_DURATION, MAX_LEASE_NAME_BYTES, MAX_SCHEMA_BYTES};
 pub use error::Error;
 pub use fence::Fence;
 pub use lease::{Lease, LeaseInfo, LeaseState, LossReason};
-pub use session::RELEASE_CHANNEL;
+pub use session::{Leader, EVENTS_CHANNEL, RELEASE_CHANNEL};
+pub use watch::LeaderWatch;
 
 // The README's Rust example, compiled as a doctest so that it cannot drift from the API.
 #[cfg(doctest)]

@@ -34,6 +34,33 @@ use uuid::Uuid;
 /// per quarter refresh interval), and only the answer of that call can grant the lease.
 pub const RELEASE_CHANNEL: &str = lease_lock_contract::RELEASE_CHANNEL;
 
+/// The channel every change of a lease's tenure is notified on (a new tenure, a release, an
+/// eviction, a re-arm after a failover), with a JSON payload; renewals notify nothing.
+/// [`LeaseClient::watch`](crate::LeaseClient::watch) listens on it. Like
+/// [`RELEASE_CHANNEL`], a hint only: anyone may notify it.
+pub const EVENTS_CHANNEL: &str = lease_lock_contract::EVENTS_CHANNEL;
+
+/// A row of `lease_status`: who holds a lease, as the database says.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Leader {
+    /// The lease.
+    pub lease_name: String,
+    /// The holder id of the current (or last) tenure: `None` when free, and when the reading
+    /// role is not a member of the tenure's role (`lease_status` shows the id only to those).
+    pub holder: Option<Uuid>,
+    /// The role of the current (or last) tenure; `None` when free.
+    pub holder_role: Option<String>,
+    /// The token of the current (or last) tenure.
+    pub fencing_token: i64,
+    /// When the tenure ends (or ended) on the database's clock.
+    pub expires_at: SystemTime,
+    /// Whether it is held now (database clock).
+    pub held: bool,
+    /// How long until `expires_at` on the database's clock when read (zero if past).
+    pub expires_in: Duration,
+}
+
 /// The two calls that answer with a grant; the value is the index of the call's prepared
 /// statement (the third, release, follows them).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,6 +76,10 @@ struct Sql {
     refresh: String,
     release: String,
     refresh_many: String,
+    /// `lease_status` of the names `$1` (all names when NULL), with the seconds until each
+    /// expiry on the database's clock (so a watcher needs no clock agreement).
+    status: String,
+    evict: String,
 }
 
 impl Sql {
@@ -73,6 +104,12 @@ impl Sql {
             refresh_many: format!(
                 "SELECT lease_name, acquired, fencing_token, expires_at FROM {s}.lease_refresh_many($1, $2, $3)"
             ),
+            status: format!(
+                "SELECT lease_name, holder, holder_role::text, fencing_token, expires_at, held, \
+                 extract(epoch FROM expires_at - clock_timestamp())::float8 \
+                 FROM {s}.lease_status WHERE $1::text IS NULL OR lease_name = $1 ORDER BY lease_name"
+            ),
+            evict: format!("SELECT {s}.lease_evict($1)"),
         }
     }
 }
@@ -206,6 +243,35 @@ impl DbConn {
             .collect())
     }
 
+    /// `lease_status` of `name`, or of every lease when `None`.
+    pub async fn status(&self, name: Option<&str>) -> Result<Vec<Leader>, tokio_postgres::Error> {
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&name, Type::TEXT)];
+        let rows = self.client.query_typed(&self.sql.status, &params).await?;
+        Ok(rows
+            .iter()
+            .map(|row| Leader {
+                lease_name: row.get(0),
+                holder: row.get(1),
+                holder_role: row.get(2),
+                fencing_token: row.get(3),
+                expires_at: row.get(4),
+                held: row.get(5),
+                expires_in: Duration::try_from_secs_f64(row.get::<_, f64>(6)).unwrap_or(Duration::ZERO),
+            })
+            .collect())
+    }
+
+    pub async fn evict(&self, name: &str) -> Result<bool, tokio_postgres::Error> {
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&name, Type::TEXT)];
+        let rows = self.client.query_typed(&self.sql.evict, &params).await?;
+        Ok(rows.first().is_some_and(|row| row.get(0)))
+    }
+
+    /// `LISTEN` for the events channel as well (see [`Session::watch_events`]).
+    pub async fn listen_events(&self) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}")).await
+    }
+
     pub async fn release(&self, holder: Uuid, name: &str) -> Result<bool, tokio_postgres::Error> {
         let row = match &self.statements {
             Some(statements) => self.client.query_one(&statements[2], &[&holder, &name]).await?,
@@ -280,6 +346,8 @@ pub(crate) struct Session {
     renewals_done: Notify,
     /// The server has no `lease_refresh_many` (an older version): renew one by one.
     no_batch: AtomicBool,
+    /// A watcher uses this session: every connection also LISTENs on [`EVENTS_CHANNEL`].
+    watching: AtomicBool,
     /// The origin of the renewal schedule ([`Session::next_refresh`]).
     epoch: tokio::time::Instant,
 }
@@ -322,6 +390,7 @@ impl Session {
             renewals: std::sync::Mutex::new(Renewals::default()),
             renewals_done: Notify::new(),
             no_batch: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             epoch: tokio::time::Instant::now(),
         }
     }
@@ -464,6 +533,26 @@ impl Session {
         &self.config
     }
 
+    /// Makes every connection of this session LISTEN on [`EVENTS_CHANNEL`] too, from the
+    /// next one opened (the caller LISTENs on the current one).
+    pub fn watch_events(&self) {
+        self.watching.store(true, Ordering::Relaxed);
+    }
+
+    /// One call on the session's connection (opened if needed), bounded by the call timeout.
+    pub async fn query<T>(
+        &self,
+        call: impl AsyncFnOnce(&DbConn) -> Result<T, tokio_postgres::Error>,
+        error: fn(tokio_postgres::Error) -> Error,
+    ) -> Result<T, Error> {
+        let conn = self.conn().await?;
+        match self.call(&conn, None, call(&conn)).await {
+            Ok(value) => Ok(value),
+            Err(CallError::Db(e)) => Err(error(e)),
+            Err(CallError::Timeout(d)) => Err(Error::CallTimeout(d)),
+        }
+    }
+
     /// The holder id of this session's leases.
     pub fn holder_id(&self) -> Uuid {
         self.holder
@@ -584,6 +673,9 @@ impl Session {
             }
             if self.config.listen() {
                 batch.push_str(&format!("LISTEN {RELEASE_CHANNEL};"));
+                if self.watching.load(Ordering::Relaxed) {
+                    batch.push_str(&format!("LISTEN {EVENTS_CHANNEL};"));
+                }
             }
             if !batch.is_empty() {
                 conn.client.batch_execute(&batch).await?;
@@ -683,10 +775,11 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// Drives a connection: forwards release notifications, then flags the end.
+/// Drives a connection: forwards release and event notifications, then flags the end.
 ///
 /// Notifications are forwarded as hints only (see [`RELEASE_CHANNEL`]): they wake waiters to
-/// call `lease_acquire` again, and nothing else reads them.
+/// call `lease_acquire` again and watchers to read `lease_status` again, and nothing else reads
+/// them.
 fn spawn_driver<S, T>(
     mut connection: Connection<S, T>,
     releases: broadcast::Sender<String>,
@@ -700,7 +793,9 @@ where
         let ended = poll_fn(|cx| loop {
             match connection.poll_message(cx) {
                 Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => {
-                    if n.channel() == RELEASE_CHANNEL {
+                    // A release's payload is the lease name, which wakes its waiters; an event's is a
+                    // JSON object, which matches no lease name and only wakes watchers.
+                    if n.channel() == RELEASE_CHANNEL || n.channel() == EVENTS_CHANNEL {
                         // No receivers is fine: nobody is waiting.
                         let _ = releases.send(n.payload().to_owned());
                     }
