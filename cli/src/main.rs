@@ -155,15 +155,18 @@ pub fn fail(what: &str, e: &lease_lock_client::Error) -> u8 {
         cause.push_str(&s.to_string());
         source = s.source();
     }
+    // The SQLSTATE first: a missing schema or function surfaces while the connection is being
+    // prepared, as a connect error.
+    let code = e.code().map(|c| c.code());
     let hint = match e {
+        _ if matches!(code, Some("42883" | "3F000" | "42P01")) => {
+            "is lease_lock installed in this database (CREATE EXTENSION lease_lock), and is --schema right?"
+        }
+        _ if code == Some("42501") => "the role lacks a privilege: see README, Privileges",
         Error::Config(_) => "check the settings",
         Error::Connect(_) | Error::CallTimeout(_) => {
             "check --database-url (or DATABASE_URL / PG* variables) and that the server is up"
         }
-        _ if e.code().is_some_and(|c| c.code() == "42883" || c.code() == "3F000" || c.code() == "42P01") => {
-            "is lease_lock installed in this database (CREATE EXTENSION lease_lock), and is --schema right?"
-        }
-        _ if e.code().is_some_and(|c| c.code() == "42501") => "the role lacks a privilege: see README, Privileges",
         _ => "see the cause above",
     };
     eprintln!("lease-lock: {what}: {e}{cause} ({hint})");

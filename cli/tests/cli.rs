@@ -299,8 +299,9 @@ fn leader_endpoint_follows_the_lease_and_metrics_parse() {
     );
     wait_for("/leader to answer 503", Duration::from_secs(5), || http_get(port, "/leader").0 == 503);
     let flipped = taken_at.elapsed();
-    // One refresh interval (200 ms) for the refused renewal, plus the test's polling.
-    assert!(flipped < Duration::from_millis(200 + 300), "/leader flipped {flipped:?} after the takeover");
+    // One refresh interval (200 ms) for the refused renewal, plus slack for the test's polling
+    // and a busy machine's scheduling.
+    assert!(flipped < Duration::from_millis(200 + 500), "/leader flipped {flipped:?} after the takeover");
     let samples = parse_metrics(&http_get(port, "/metrics").1);
     assert_eq!(value(&samples, "lease_lock_held{"), Some(0.0), "{samples:?}");
     assert_eq!(value(&samples, "lease_lock_losses_total{"), Some(1.0), "{samples:?}");
@@ -345,4 +346,44 @@ fn watch_prints_every_change_in_order_across_a_reconnect() {
     assert_eq!((after["held"].as_bool(), after["fencing_token"].as_i64()), (Some(true), Some(2)), "{after}");
     let _ = w.kill();
     let _ = w.wait();
+}
+
+/// Without `--database-url` or `DATABASE_URL`, libpq's variables say where the database is;
+/// `status` prints JSON; `release --holder` ends that holder's tenure, and says when there was
+/// nothing to end.
+#[test]
+fn status_and_release_through_libpq_variables() {
+    init_tracing();
+    let db = shared_cluster().fresh_database();
+    const H: &str = "00000000-0000-0000-0000-0000000000c1";
+    db.psql(&format!("SELECT lease_lock.lease_acquire('{H}', '1 hour', 'pgvars')"));
+    let lease_lock_env = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env("PGHOST", shared_cluster().socket_dir())
+            .env("PGPORT", shared_cluster().port().to_string())
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", &db.name)
+            .output()
+            .unwrap()
+    };
+    let out = lease_lock_env(&["status", "pgvars", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!((row["held"].as_bool(), row["holder"].as_str()), (Some(true), Some(H)), "{row}");
+    let out = lease_lock_env(&["release", "--holder", H, "pgvars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lease_lock_env(&["release", "--holder", H, "pgvars"]).status.code(), Some(1), "nothing left to end");
+    assert_eq!(lease_lock_env(&["status", "pgvars"]).status.code(), Some(1), "not held");
+    // A database without lease_lock: one line saying what to do, status 69.
+    let out = Command::new(BIN)
+        .args(["status", "--schema", "no_such_schema"])
+        .env("DATABASE_URL", db.conninfo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--schema"), "{err}");
 }
