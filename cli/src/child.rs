@@ -90,8 +90,9 @@ impl Cmd {
     }
 
     fn spawn_guard(pgid: Pid) -> std::io::Result<(Child, ChildStdin)> {
-        let exe = std::env::current_exe()?;
-        let mut guard = Command::new(exe)
+        // This very binary even if a package upgrade replaced the file since it started
+        // (`current_exe` would then name a deleted path).
+        let mut guard = Command::new("/proc/self/exe")
             .args(["guard", "--pgid", &pgid.as_raw_nonzero().to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -32,12 +32,9 @@ pub struct DbArgs {
     pub schema: String,
 }
 
-/// `value` as a libpq connection-string value: as it is when it has no space, quote or
-/// backslash, else single-quoted with `\` and `'` escaped.
+/// `value` as a libpq connection-string value: always single-quoted, `\` and `'` escaped, so
+/// no whitespace of any kind in a variable can end it and start another `key=value`.
 fn quote(value: &str) -> String {
-    if !value.is_empty() && !value.contains([' ', '\'', '\\']) {
-        return value.to_string();
-    }
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

@@ -105,14 +105,19 @@ pub struct LeaseArgs {
     pub http: Option<std::net::SocketAddr>,
 }
 
-fn init_tracing() {
+/// Logs to stderr through a writer thread that drops lines rather than wait: a full pipe on
+/// stderr (a stalled log collector, a paused terminal) must never hold up the runtime thread,
+/// which stops the command when the lease is lost. The guard must live as long as logging.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEASE_LOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("lease_lock_cli=info,lease_lock_client=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    guard
 }
 
 fn main() -> ExitCode {
@@ -121,7 +126,7 @@ fn main() -> ExitCode {
         // Before any runtime or thread: the guard only blocks on a pipe.
         return ExitCode::from(child::guard(args));
     }
-    init_tracing();
+    let _logging = init_tracing();
     // One thread: CMD is spawned from it, and PR_SET_PDEATHSIG follows the thread that forked
     // (a worker thread that exited would kill CMD).
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -32,7 +32,10 @@ pub struct Metrics {
 
 impl Metrics {
     fn new(lease_name: &str) -> Metrics {
-        let labels = [(Cow::Borrowed("lease"), Cow::Owned(lease_name.to_string()))];
+        // The text format's label escapes (prometheus-client writes label values as given): a
+        // lease name may hold any character.
+        let escaped = lease_name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let labels = [(Cow::Borrowed("lease"), Cow::Owned(escaped))];
         let mut registry = Registry::with_prefix_and_labels("lease_lock", labels.into_iter());
         let m = Metrics {
             registry: Registry::default(),
@@ -153,24 +156,46 @@ fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>
     response
 }
 
-/// Binds `addr` and serves the endpoints in the background.
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// Longest life of one connection, and the wait for a request's headers: a probe or a scrape
+/// needs milliseconds, and a client that trickles or idles must not hold a descriptor.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Binds `addr` and serves the endpoints in the background, at most [`MAX_CONNECTIONS`]
+/// connections at a time, each for at most [`CONNECTION_LIFETIME`].
 ///
 /// # Errors
 /// The address could not be bound.
 pub async fn start(addr: std::net::SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "serving /leader and /metrics");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, for instance: do not spin on the renewals' thread.
+                    warn!(error = %e, "accepting an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let response = respond(&shared, &request);
                     async move { Ok::<_, std::convert::Infallible>(response) }
                 });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+                drop(slot);
             });
         }
     });

@@ -106,7 +106,7 @@ fn client(db: &DbArgs, args: &LeaseArgs) -> Result<LeaseClient, u8> {
         .build()
         .map_err(|e| fail("invalid settings", &e))?;
     let window = args.lease.saturating_sub(client.config().renew_deadline());
-    if args.kill_grace + KILL_MARGIN > window {
+    if args.kill_grace.checked_add(KILL_MARGIN).is_none_or(|needed| needed > window) {
         eprintln!(
             "lease-lock: --kill-grace {} does not fit: the command must be gone within {} of losing trust in \
              the lease (lease {} minus the renew deadline {}), and {} of that is kept for delivering SIGKILL; \
@@ -179,11 +179,64 @@ fn start(argv: &[String], lease: &Lease) -> Result<Cmd, u8> {
 }
 
 /// Stops the command because the lease was lost for `reason`: at once if the database says it
-/// is no longer ours, else SIGTERM and SIGKILL after the grace.
-async fn stop_for_loss(cmd: &mut Cmd, reason: &LossReason, grace: Duration) {
-    let grace = if matches!(reason, LossReason::NotHeld) { Duration::ZERO } else { grace };
+/// is no longer ours, else SIGTERM and SIGKILL after the grace, cut short to what is left of
+/// the lease on CLOCK_BOOTTIME (after a suspend, nothing may be left).
+async fn stop_for_loss(cmd: &mut Cmd, reason: &LossReason, trust: &Trust, grace: Duration) {
+    let grace = if matches!(reason, LossReason::NotHeld) { Duration::ZERO } else { grace.min(trust.left()) };
     let first = if grace.is_zero() { Signal::KILL } else { Signal::TERM };
     cmd.stop(first, grace, std::future::pending()).await;
+}
+
+/// When the database could give the lease to someone else at the earliest, on CLOCK_BOOTTIME
+/// (which, unlike the monotonic clock, counts time the machine spent suspended, as the
+/// database's clock does): the send time of the last confirmed renewal plus the lease duration,
+/// minus [`KILL_MARGIN`]. Kept up to date by a task following the lease's state.
+struct Trust {
+    until_boot_ns: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn boottime_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Trust {
+    fn follow(lease: &Lease, lease_duration: Duration, renew_deadline: Duration) -> Trust {
+        use std::sync::atomic::Ordering;
+        let until_boot_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let window = lease_duration.saturating_sub(KILL_MARGIN);
+        let update = {
+            let until = until_boot_ns.clone();
+            move |valid_until: Instant| {
+                // The send time, as an offset back from now on the monotonic clock, moved to
+                // CLOCK_BOOTTIME.
+                let sent_ago = Instant::now()
+                    .saturating_duration_since(valid_until.checked_sub(renew_deadline).unwrap_or(valid_until));
+                let sent_boot = boottime_ns().saturating_sub(sent_ago.as_nanos() as u64);
+                until.store(sent_boot.saturating_add(window.as_nanos() as u64), Ordering::Release);
+            }
+        };
+        if let Some(valid_until) = lease.valid_until() {
+            update(valid_until);
+        }
+        let mut states = lease.subscribe();
+        tokio::spawn(async move {
+            while states.changed().await.is_ok() {
+                let state = states.borrow_and_update().clone();
+                match state {
+                    lease_lock_client::LeaseState::Held { valid_until, .. } => update(valid_until),
+                    _ => return,
+                }
+            }
+        });
+        Trust { until_boot_ns }
+    }
+
+    /// What is left before the lease may be someone else's (zero when past).
+    fn left(&self) -> Duration {
+        let until = self.until_boot_ns.load(std::sync::atomic::Ordering::Acquire);
+        Duration::from_nanos(until.saturating_sub(boottime_ns()))
+    }
 }
 
 async fn release(lease: Lease) {
@@ -221,6 +274,7 @@ pub async fn run(db: &DbArgs, args: RunArgs) -> u8 {
         Wait::Failed(code) => return code,
     };
     shared.acquired(&lease, waiting.elapsed(), client.config().renew_deadline());
+    let trust = Trust::follow(&lease, args.lease.lease, client.config().renew_deadline());
     info!(lease = %name, token = lease.fencing_token(), "holding the lease; starting the command");
     let mut cmd = match start(&args.cmd, &lease) {
         Ok(cmd) => cmd,
@@ -236,7 +290,7 @@ pub async fn run(db: &DbArgs, args: RunArgs) -> u8 {
             if let Some(at_least) = args.hold_at_least {
                 // Keep the lease (renewing) until then, unless it is lost or we are told to stop.
                 tokio::select! {
-                    _ = tokio::time::sleep_until((started + at_least).into()) => {}
+                    _ = tokio::time::sleep(at_least.saturating_sub(started.elapsed())) => {}
                     _ = lease.lost() => {}
                     _ = signals.recv() => {}
                 }
@@ -245,8 +299,8 @@ pub async fn run(db: &DbArgs, args: RunArgs) -> u8 {
             exit_code(status)
         }
         reason = lease.lost() => {
-            eprintln!("lease-lock: lease {name:?} lost ({reason}): stopping the command");
-            stop_for_loss(&mut cmd, &reason, args.lease.kill_grace).await;
+            stop_for_loss(&mut cmd, &reason, &trust, args.lease.kill_grace).await;
+            warn!(lease = %name, %reason, "lease lost: the command was stopped");
             exit::LOST
         }
         s = signals.recv() => {
@@ -285,9 +339,14 @@ pub async fn elect(db: &DbArgs, args: ElectArgs) -> u8 {
             Wait::Busy => continue,
         };
         shared.acquired(&lease, waiting.elapsed(), client.config().renew_deadline());
+        let trust = Trust::follow(&lease, args.lease.lease, client.config().renew_deadline());
         info!(lease = %name, token = lease.fencing_token(), "leading; starting the command");
-        // Run the command (again) while leading.
+        // Run the command (again) while leading, never once the lease is no longer trusted.
         loop {
+            if !lease.is_held() {
+                warn!(lease = %name, "the lease is no longer held: competing again");
+                break;
+            }
             let mut cmd = match start(&args.cmd, &lease) {
                 Ok(cmd) => cmd,
                 Err(code) => {
@@ -309,7 +368,7 @@ pub async fn elect(db: &DbArgs, args: ElectArgs) -> u8 {
                     }
                     warn!(%status, delay = ?args.restart_delay, "the command exited; starting it again");
                     tokio::select! {
-                        _ = tokio::time::sleep(args.restart_delay) => continue,
+                        biased;
                         reason = lease.lost() => {
                             warn!(lease = %name, %reason, "lost the lease; competing again");
                             break;
@@ -318,11 +377,12 @@ pub async fn elect(db: &DbArgs, args: ElectArgs) -> u8 {
                             release(lease).await;
                             return exit::OK;
                         }
+                        _ = tokio::time::sleep(args.restart_delay) => continue,
                     }
                 }
                 reason = lease.lost() => {
-                    warn!(lease = %name, %reason, "lost the lease: stopping the command, then competing again");
-                    stop_for_loss(&mut cmd, &reason, args.lease.kill_grace).await;
+                    stop_for_loss(&mut cmd, &reason, &trust, args.lease.kill_grace).await;
+                    warn!(lease = %name, %reason, "lost the lease: the command was stopped; competing again");
                     break;
                 }
                 s = signals.recv() => {

@@ -537,8 +537,9 @@ async fn renew<S: RenewCalls>(
 }
 
 fn lose(state: &watch::Sender<LeaseState>, reason: LossReason) {
+    // Tell the holder first: writing the log line can block (a full pipe on stderr).
+    state.send_replace(LeaseState::Lost(reason.clone()));
     warn!(%reason, "lease lost");
-    state.send_replace(LeaseState::Lost(reason));
 }
 
 /// Handles a release request, or the handle being dropped (`None`): release, then report.

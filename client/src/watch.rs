@@ -2,7 +2,8 @@
 //!
 //! A task reads `lease_status` for the lease and sends the reading whenever the holder, the
 //! token or whether it is held changed, then sleeps until one of: a notification on the
-//! session's connection (a new tenure, a release, an eviction or a re-arm anywhere in the
+//! session's connection (at most one reading per quarter refresh interval, 250 ms at most,
+//! however many arrive) (a new tenure, a release, an eviction or a re-arm anywhere in the
 //! database: `lease_lock_events`), the lease's expiry on the database's clock (an expiry sends
 //! no notification), the connection closing, or a resync every ten refresh intervals. A
 //! notification is only a reason to read again, never believed: anyone may send one. After a
@@ -10,7 +11,7 @@
 
 use crate::backoff::Backoff;
 use crate::error::Error;
-use crate::session::{Leader, Session};
+use crate::session::{CallError, Leader, Session};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -79,25 +80,36 @@ fn no_row() -> Leader {
 }
 
 async fn watch(session: Arc<Session>, lease_name: Arc<str>, tx: mpsc::Sender<Result<Leader, Arc<Error>>>) {
-    session.watch_events();
+    let listen = session.config().listen();
+    if listen {
+        session.watch_events();
+    }
     let refresh = session.config().refresh_interval();
+    // A flood of notifications (anyone may send them) makes at most one reading per this.
+    let min_wait = (refresh / 4).min(Duration::from_millis(250));
     let mut backoff = Backoff::new(refresh.min(Duration::from_millis(100)), session.config().max_backoff());
     let mut last: Option<Leader> = None;
     loop {
         // Subscribe before reading, so that a change between the reading and the wait wakes it.
         let mut hints = session.subscribe_releases();
-        let reading = session
-            .query(
-                async |conn| {
+        let read_at = tokio::time::Instant::now();
+        let reading = async {
+            // The connection the reading ran on is the one whose end means "read again".
+            let conn = session.conn().await?;
+            let read = async {
+                if listen {
                     conn.listen_events().await?;
-                    conn.status(Some(&lease_name)).await
-                },
-                Error::Status,
-            )
-            .await;
-        let conn = session.current();
-        let leader = match reading {
-            Ok(rows) => rows.into_iter().next().unwrap_or_else(no_row),
+                }
+                conn.status(Some(&lease_name)).await
+            };
+            match session.call(&conn, None, read).await {
+                Ok(rows) => Ok((conn, rows)),
+                Err(CallError::Db(e)) => Err(Error::Status(e)),
+                Err(CallError::Timeout(d)) => Err(Error::CallTimeout(d)),
+            }
+        };
+        let (conn, leader) = match reading.await {
+            Ok((conn, rows)) => (conn, rows.into_iter().next().unwrap_or_else(no_row)),
             Err(e) => {
                 warn!(lease = %lease_name, error = %e, "watch: reading lease_status failed; retrying");
                 if tx.send(Err(Arc::new(e))).await.is_err() {
@@ -117,19 +129,15 @@ async fn watch(session: Arc<Session>, lease_name: Arc<str>, tx: mpsc::Sender<Res
             }
         }
         last = Some(leader);
-        let closed = async {
-            match &conn {
-                Some(c) => c.closed().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = tokio::time::sleep(wait.min(refresh * RESYNC_INTERVALS)) => {}
             _ = hints.recv() => {
-                // Any notification on the two channels: read again (also after a lag).
+                // Any notification on the two channels: read again (also after a lag), but not
+                // sooner than min_wait after the last reading.
+                tokio::time::sleep_until(read_at + min_wait).await;
                 while !matches!(hints.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
             }
-            _ = closed => debug!(lease = %lease_name, "watch: connection closed; reading again after reconnecting"),
+            _ = conn.closed() => debug!(lease = %lease_name, "watch: connection closed; reading again after reconnecting"),
             _ = tx.closed() => return,
         }
     }
