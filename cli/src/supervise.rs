@@ -245,22 +245,23 @@ async fn release(lease: Lease) {
     }
 }
 
+/// What `run` and `elect` set up before competing: the client (its settings checked), the
+/// endpoints, the signal handlers.
+async fn prepare(db: &DbArgs, args: &LeaseArgs) -> Result<(LeaseClient, Arc<Shared>, Signals), u8> {
+    let client = client(db, args)?;
+    let shared = endpoints(args).await?;
+    let signals = Signals::install().map_err(|e| {
+        eprintln!("lease-lock: cannot handle signals: {e}");
+        exit::CONFIG
+    })?;
+    Ok((client, shared, signals))
+}
+
 /// `lease-lock run`.
 pub async fn run(db: &DbArgs, args: RunArgs) -> u8 {
-    let client = match client(db, &args.lease) {
-        Ok(c) => c,
+    let (client, shared, mut signals) = match prepare(db, &args.lease).await {
+        Ok(parts) => parts,
         Err(code) => return code,
-    };
-    let shared = match endpoints(&args.lease).await {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lease-lock: cannot handle signals: {e}");
-            return exit::CONFIG;
-        }
     };
     let name = &args.lease.name;
     let waiting = Instant::now();
@@ -314,20 +315,9 @@ pub async fn run(db: &DbArgs, args: RunArgs) -> u8 {
 
 /// `lease-lock elect`.
 pub async fn elect(db: &DbArgs, args: ElectArgs) -> u8 {
-    let client = match client(db, &args.lease) {
-        Ok(c) => c,
+    let (client, shared, mut signals) = match prepare(db, &args.lease).await {
+        Ok(parts) => parts,
         Err(code) => return code,
-    };
-    let shared = match endpoints(&args.lease).await {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lease-lock: cannot handle signals: {e}");
-            return exit::CONFIG;
-        }
     };
     let name = &args.lease.name;
     loop {

@@ -88,6 +88,16 @@ fn run_args(name: &str, extra: &[&str], cmd: Vec<String>) -> Vec<String> {
     args
 }
 
+/// The harness's proxy in front of the shared cluster (on a runtime of its own, returned to keep
+/// it running), and a connection string for `db` through it.
+fn proxied(db: &TestDb) -> (tokio::runtime::Runtime, Proxy, String) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], shared_cluster().port()));
+    let proxy = runtime.block_on(Proxy::start(target)).unwrap();
+    let via_proxy = format!("host=127.0.0.1 port={} user=postgres dbname={} connect_timeout=1", proxy.port(), db.name);
+    (runtime, proxy, via_proxy)
+}
+
 fn held_token(db: &TestDb, name: &str) -> Option<i64> {
     let out =
         db.psql(&format!("SELECT fencing_token FROM lease_lock.lease_status WHERE lease_name = '{name}' AND held"));
@@ -150,10 +160,7 @@ fn run_passes_on_the_status_and_holds_at_least() {
 fn a_stalled_holders_command_is_gone_before_the_next_holders_starts() {
     init_tracing();
     let db = shared_cluster().fresh_database();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let target = std::net::SocketAddr::from(([127, 0, 0, 1], shared_cluster().port()));
-    let proxy = runtime.block_on(Proxy::start(target)).unwrap();
-    let via_proxy = format!("host=127.0.0.1 port={} user=postgres dbname={} connect_timeout=1", proxy.port(), db.name);
+    let (_runtime, proxy, via_proxy) = proxied(&db);
     let d = dir();
     let (log_a, log_b) = (d.join("a"), d.join("b"));
     let mut a = lease_lock(&via_proxy).args(run_args("stall", &[], logging_child(&log_a, true))).spawn().unwrap();
@@ -315,10 +322,7 @@ fn leader_endpoint_follows_the_lease_and_metrics_parse() {
 fn watch_prints_every_change_in_order_across_a_reconnect() {
     init_tracing();
     let db = shared_cluster().fresh_database();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let target = std::net::SocketAddr::from(([127, 0, 0, 1], shared_cluster().port()));
-    let proxy = runtime.block_on(Proxy::start(target)).unwrap();
-    let via_proxy = format!("host=127.0.0.1 port={} user=postgres dbname={} connect_timeout=1", proxy.port(), db.name);
+    let (_runtime, proxy, via_proxy) = proxied(&db);
     let mut w = lease_lock(&via_proxy).args(["watch", "wt", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
     let stdout = w.stdout.take().unwrap();
     let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
