@@ -177,9 +177,11 @@ suite_client() {
         cluster_start
         export LEASE_LOCK_TEST_HOST=$PGHOST LEASE_LOCK_TEST_PORT=$PGPORT
         if [ "$EDITION" = portable ]; then
-            # The client, failover, install and TLS tests; extension.rs and upgrade.rs test the C extension's
-            # packaging (CREATE EXTENSION, pg_dump of its config table, ALTER EXTENSION).
-            cargo test -p lease_lock_tests --test client --test failover --test portable --test tls --no-fail-fast 2>&1
+            # The client, failover, install, TLS and lease-lock tests; extension.rs and upgrade.rs
+            # test the C extension's packaging (CREATE EXTENSION, pg_dump of its config table,
+            # ALTER EXTENSION).
+            cargo test -p lease_lock_tests -p lease_lock_cli --test client --test failover --test portable --test tls \
+                --test cli --no-fail-fast 2>&1
         else
             cargo test -p lease_lock_client -p lease_lock_tests -p lease_lock_bench -p lease_lock_faults -p lease_lock_cli --no-fail-fast 2>&1
         fi
