@@ -155,6 +155,16 @@ impl Candidate {
         let mut won = client.campaign(ELECTION, lease.to_string(), lease).await?;
         won.take_leader().ok_or_else(|| anyhow::anyhow!("etcd's campaign answered without a leader key"))
     }
+
+    /// A standby waiting in `Campaign`, reporting its leader key and when it began to lead
+    /// (etcd's twin of scenario 5's `wait_in_acquire`).
+    fn campaign_in_background(&self) -> tokio::task::JoinHandle<Result<(LeaderKey, Instant), BenchError>> {
+        let (client, lease) = (self.client.clone(), self.lease);
+        tokio::spawn(async move {
+            let key = Candidate::campaign(client, lease).await?;
+            Ok((key, Instant::now()))
+        })
+    }
 }
 
 impl Drop for Candidate {
@@ -437,11 +447,7 @@ async fn etcd_graceful(endpoint: &str, reps: usize) -> Result<(Vec<f64>, Vec<f64
     let (mut from_return, mut from_call) = (Vec::new(), Vec::new());
     for rep in 0..reps {
         let (holder, standby) = (&candidates[rep % 2], &candidates[(rep + 1) % 2]);
-        let (client, lease) = (standby.client.clone(), standby.lease);
-        let waiting = tokio::spawn(async move {
-            let key = Candidate::campaign(client, lease).await?;
-            Ok::<_, BenchError>((key, Instant::now()))
-        });
+        let waiting = standby.campaign_in_background();
         tokio::time::sleep(STANDBY_SETTLE).await;
         let mut client = holder.client.clone();
         let called = Instant::now();
@@ -498,11 +504,7 @@ async fn etcd_crash(endpoint: &str, exe: &Path, reps: usize) -> Result<Vec<f64>,
     let mut times = Vec::new();
     for rep in 0..reps {
         let mut leader = child::spawn_child(exe, &args).await?;
-        let (client, lease) = (standby.client.clone(), standby.lease);
-        let waiting = tokio::spawn(async move {
-            let key = Candidate::campaign(client, lease).await?;
-            Ok::<_, BenchError>((key, Instant::now()))
-        });
+        let waiting = standby.campaign_in_background();
         // Kill at a random phase of the leader's keepalives.
         tokio::time::sleep(STANDBY_SETTLE + CRASH_REFRESH.mul_f64(random_unit())).await;
         let killed = Instant::now();
