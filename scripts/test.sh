@@ -18,6 +18,21 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 source scripts/lib/cluster.sh
+# Every build here is a one-off: incremental caches would only take disk (about 2 GB).
+export CARGO_INCREMENTAL=0
+
+# disk_line WHEN: the space target/ takes and what is left, on the log (a full disk fails tests in
+# ways that look like anything else).
+disk_line() {
+    local used free
+    used=$(du -sh target 2>/dev/null | cut -f1)
+    free=$(df -h --output=avail . | tail -1 | tr -d ' ')
+    echo "== disk $1: target/ ${used:-0}, $free free" >&2
+}
+disk_line "at start"
+if [ "$(df -k --output=avail . | tail -1)" -lt $((6 * 1024 * 1024)) ]; then
+    echo "warning: under 6 GB free here; the suites build about 5 GB into target/ and start clusters in /tmp" >&2
+fi
 
 ALL_SUITES=(lint regress isolation client examples faults pgrx package)
 # On the majors after the first: what differs by major (the build, the SQL contract, concurrency,
@@ -357,6 +372,7 @@ else
     fi
 fi
 
+disk_line "at the end"
 echo
 printf '%s\n' "${SUMMARY[@]}"
 echo
