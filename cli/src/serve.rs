@@ -7,7 +7,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use lease_lock_client::{Lease, LeaseInfo, LeaseState};
+use lease_lock_client::{Lease, LeaseInfo};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -79,16 +79,25 @@ impl Shared {
         Arc::new(Shared { tenure: Mutex::new(None), metrics: Metrics::new(lease_name) })
     }
 
-    /// A tenure began after `waited`: count it and follow its renewals until it ends
-    /// (`renew_deadline`: the client's setting, to tell each renewal's send time).
-    pub fn acquired(self: &Arc<Shared>, lease: &Lease, waited: Duration, renew_deadline: Duration) {
+    /// A tenure began after `waited`: count it; the endpoints follow it from now on.
+    pub fn acquired(&self, lease: &Lease, waited: Duration) {
         let info = lease.info();
         let m = &self.metrics;
         m.acquisitions.inc();
         m.acquire_wait_seconds.observe(waited.as_secs_f64());
         m.token.set(info.fencing_token());
-        *self.tenure.lock().expect("tenure lock") = Some(info.clone());
-        tokio::spawn(follow(self.clone(), info, renew_deadline));
+        *self.tenure.lock().expect("tenure lock") = Some(info);
+    }
+
+    /// The database confirmed a renewal sent at `sent`.
+    pub fn renewed(&self, sent: Instant) {
+        self.metrics.renewals.inc();
+        self.metrics.renewal_seconds.observe(Instant::now().saturating_duration_since(sent).as_secs_f64());
+    }
+
+    /// The tenure was lost (not released).
+    pub fn lost(&self) {
+        self.metrics.losses.inc();
     }
 
     /// Whether this process holds the lease now (its local deadline not passed).
@@ -103,33 +112,6 @@ impl Shared {
             warn!(error = %e, "encoding metrics");
         }
         text
-    }
-}
-
-/// Counts a tenure's renewals (each confirmed renewal changes its state) and its loss. A
-/// renewal's latency is the time from its send (`valid_until - renew_deadline`) to now.
-async fn follow(shared: Arc<Shared>, info: LeaseInfo, renew_deadline: Duration) {
-    let mut states = info.subscribe();
-    states.mark_unchanged();
-    while states.changed().await.is_ok() {
-        let state = states.borrow_and_update().clone();
-        match state {
-            LeaseState::Held { valid_until, .. } => {
-                shared.metrics.renewals.inc();
-                let sent = valid_until.checked_sub(renew_deadline);
-                if let Some(sent) = sent {
-                    shared
-                        .metrics
-                        .renewal_seconds
-                        .observe(Instant::now().saturating_duration_since(sent).as_secs_f64());
-                }
-            }
-            LeaseState::Lost(_) => {
-                shared.metrics.losses.inc();
-                return;
-            }
-            _ => return,
-        }
     }
 }
 

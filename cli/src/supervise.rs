@@ -14,7 +14,7 @@ use crate::connect::DbArgs;
 use crate::serve::{self, Shared};
 use crate::{exit, fail, LeaseArgs};
 use clap::Args;
-use lease_lock_client::{Error, Lease, LeaseClient, LossReason};
+use lease_lock_client::{Error, Lease, LeaseClient, LeaseState, LossReason};
 use rustix::process::Signal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,7 +190,8 @@ async fn stop_for_loss(cmd: &mut Cmd, reason: &LossReason, trust: &Trust, grace:
 /// When the database could give the lease to someone else at the earliest, on CLOCK_BOOTTIME
 /// (which, unlike the monotonic clock, counts time the machine spent suspended, as the
 /// database's clock does): the send time of the last confirmed renewal plus the lease duration,
-/// minus [`KILL_MARGIN`]. Kept up to date by a task following the lease's state.
+/// minus [`KILL_MARGIN`]. Kept up to date by the one task that follows the tenure's states,
+/// which also feeds the endpoints' metrics.
 struct Trust {
     until_boot_ns: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -201,30 +202,46 @@ fn boottime_ns() -> u64 {
 }
 
 impl Trust {
-    fn follow(lease: &Lease, lease_duration: Duration, renew_deadline: Duration) -> Trust {
+    /// A tenure began after `waited`: count it, and follow its states until it ends. Each
+    /// confirmed renewal's send time is `valid_until - renew_deadline` (the client's deadline
+    /// rule): it moves the trust window and gives the renewal's latency.
+    fn follow(
+        lease: &Lease,
+        shared: &Arc<Shared>,
+        waited: Duration,
+        lease_duration: Duration,
+        renew_deadline: Duration,
+    ) -> Trust {
         use std::sync::atomic::Ordering;
+        shared.acquired(lease, waited);
         let until_boot_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let window = lease_duration.saturating_sub(KILL_MARGIN);
-        let update = {
+        let sent = move |valid_until: Instant| valid_until.checked_sub(renew_deadline).unwrap_or(valid_until);
+        let trust_from = {
             let until = until_boot_ns.clone();
-            move |valid_until: Instant| {
+            move |sent: Instant| {
                 // The send time, as an offset back from now on the monotonic clock, moved to
                 // CLOCK_BOOTTIME.
-                let sent_ago = Instant::now()
-                    .saturating_duration_since(valid_until.checked_sub(renew_deadline).unwrap_or(valid_until));
+                let sent_ago = Instant::now().saturating_duration_since(sent);
                 let sent_boot = boottime_ns().saturating_sub(sent_ago.as_nanos() as u64);
                 until.store(sent_boot.saturating_add(window.as_nanos() as u64), Ordering::Release);
             }
         };
-        if let Some(valid_until) = lease.valid_until() {
-            update(valid_until);
-        }
         let mut states = lease.subscribe();
+        // The state now (marked seen, so that only later renewals are counted).
+        if let LeaseState::Held { valid_until, .. } = *states.borrow_and_update() {
+            trust_from(sent(valid_until));
+        }
+        let shared = shared.clone();
         tokio::spawn(async move {
             while states.changed().await.is_ok() {
                 let state = states.borrow_and_update().clone();
                 match state {
-                    lease_lock_client::LeaseState::Held { valid_until, .. } => update(valid_until),
+                    LeaseState::Held { valid_until, .. } => {
+                        trust_from(sent(valid_until));
+                        shared.renewed(sent(valid_until));
+                    }
+                    LeaseState::Lost(_) => return shared.lost(),
                     _ => return,
                 }
             }
@@ -274,8 +291,7 @@ pub async fn run(db: &DbArgs, args: RunArgs) -> u8 {
         Wait::Signal(s) => return 128 + s.as_raw() as u8,
         Wait::Failed(code) => return code,
     };
-    shared.acquired(&lease, waiting.elapsed(), client.config().renew_deadline());
-    let trust = Trust::follow(&lease, args.lease.lease, client.config().renew_deadline());
+    let trust = Trust::follow(&lease, &shared, waiting.elapsed(), args.lease.lease, client.config().renew_deadline());
     info!(lease = %name, token = lease.fencing_token(), "holding the lease; starting the command");
     let mut cmd = match start(&args.cmd, &lease) {
         Ok(cmd) => cmd,
@@ -328,8 +344,8 @@ pub async fn elect(db: &DbArgs, args: ElectArgs) -> u8 {
             Wait::Failed(code) => return code,
             Wait::Busy => continue,
         };
-        shared.acquired(&lease, waiting.elapsed(), client.config().renew_deadline());
-        let trust = Trust::follow(&lease, args.lease.lease, client.config().renew_deadline());
+        let trust =
+            Trust::follow(&lease, &shared, waiting.elapsed(), args.lease.lease, client.config().renew_deadline());
         info!(lease = %name, token = lease.fencing_token(), "leading; starting the command");
         // Run the command (again) while leading, never once the lease is no longer trusted.
         loop {

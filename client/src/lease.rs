@@ -19,7 +19,7 @@ use crate::claims::{Claims, HandleClaim};
 use crate::config::LeaseConfig;
 use crate::error::Error;
 use crate::fence::{fence_sql, Fence};
-use crate::session::{CallError, Grant, Session};
+use crate::session::{Grant, Session};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -391,12 +391,7 @@ impl RenewCalls for Session {
     }
 
     async fn release(&self, holder: Uuid, name: &str) -> Result<bool, Error> {
-        let conn = self.conn().await?;
-        match self.call(&conn, None, conn.release(holder, name)).await {
-            Ok(released) => Ok(released),
-            Err(CallError::Db(e)) => Err(Error::Release(e)),
-            Err(CallError::Timeout(d)) => Err(Error::CallTimeout(d)),
-        }
+        self.query(async |conn| conn.release(holder, name).await, Error::Release).await
     }
 }
 

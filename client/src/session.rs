@@ -539,15 +539,26 @@ impl Session {
         self.watching.store(true, Ordering::Relaxed);
     }
 
-    /// One call on the session's connection (opened if needed), bounded by the call timeout.
+    /// One call on the session's connection (opened if needed), bounded by the call timeout;
+    /// `error` wraps a database error in the variant that names the call.
     pub async fn query<T>(
         &self,
         call: impl AsyncFnOnce(&DbConn) -> Result<T, tokio_postgres::Error>,
         error: fn(tokio_postgres::Error) -> Error,
     ) -> Result<T, Error> {
+        self.query_on(call, error).await.map(|(_, value)| value)
+    }
+
+    /// [`query`](Self::query), also returning the connection the call ran on (a watcher
+    /// reads again when that one closes).
+    pub async fn query_on<T>(
+        &self,
+        call: impl AsyncFnOnce(&DbConn) -> Result<T, tokio_postgres::Error>,
+        error: fn(tokio_postgres::Error) -> Error,
+    ) -> Result<(Arc<DbConn>, T), Error> {
         let conn = self.conn().await?;
         match self.call(&conn, None, call(&conn)).await {
-            Ok(value) => Ok(value),
+            Ok(value) => Ok((conn, value)),
             Err(CallError::Db(e)) => Err(error(e)),
             Err(CallError::Timeout(d)) => Err(Error::CallTimeout(d)),
         }

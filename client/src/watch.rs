@@ -11,7 +11,7 @@
 
 use crate::backoff::Backoff;
 use crate::error::Error;
-use crate::session::{CallError, Leader, Session};
+use crate::session::{Leader, Session};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -93,21 +93,16 @@ async fn watch(session: Arc<Session>, lease_name: Arc<str>, tx: mpsc::Sender<Res
         // Subscribe before reading, so that a change between the reading and the wait wakes it.
         let mut hints = session.subscribe_releases();
         let read_at = tokio::time::Instant::now();
-        let reading = async {
-            // The connection the reading ran on is the one whose end means "read again".
-            let conn = session.conn().await?;
-            let read = async {
+        // The connection the reading ran on is the one whose end means "read again".
+        let reading = session.query_on(
+            async |conn| {
                 if listen {
                     conn.listen_events().await?;
                 }
                 conn.status(Some(&lease_name)).await
-            };
-            match session.call(&conn, None, read).await {
-                Ok(rows) => Ok((conn, rows)),
-                Err(CallError::Db(e)) => Err(Error::Status(e)),
-                Err(CallError::Timeout(d)) => Err(Error::CallTimeout(d)),
-            }
-        };
+            },
+            Error::Status,
+        );
         let (conn, leader) = match reading.await {
             Ok((conn, rows)) => (conn, rows.into_iter().next().unwrap_or_else(no_row)),
             Err(e) => {
