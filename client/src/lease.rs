@@ -314,6 +314,10 @@ impl Lease {
     /// Stops renewing and releases the lease now, so that a waiting standby (woken by the
     /// release notification) takes over at once. Returns `false` if it was no longer held.
     ///
+    /// The release does not wait for a WAL flush or a synchronous standby (its transaction
+    /// commits with `synchronous_commit = off`): if a crash or failover loses it, the lease stays
+    /// held until it expires, and no new tenure can survive without it.
+    ///
     /// Ends within about twice the call timeout, whatever the server does: at most one call
     /// timeout to get a connection (opening one included, or waiting for another task's open)
     /// and one for the `lease_release` call.

@@ -272,15 +272,38 @@ impl DbConn {
         self.client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}")).await
     }
 
+    /// `lease_release` in a transaction of its own that commits without waiting for its WAL to
+    /// be flushed or to reach a synchronous standby (`synchronous_commit = off` for it alone):
+    /// one round trip, the statements pipelined.
+    ///
+    /// Why that is safe: losing a release (a crash or failover before its WAL is flushed or
+    /// replicated) only gives the lease back to this holder until it expires, which is what
+    /// happens when a release never arrives. Every new tenure commits durably, and its commit
+    /// record follows the release's in the WAL, so a tenure that survives a crash or failover
+    /// implies the release it followed survived too. Not waiting saves the handover a WAL flush
+    /// (and a synchronous standby's round trip).
     pub async fn release(&self, holder: Uuid, name: &str) -> Result<bool, tokio_postgres::Error> {
-        let row = match &self.statements {
-            Some(statements) => self.client.query_one(&statements[2], &[&holder, &name]).await?,
-            None => {
-                let params: [(&(dyn ToSql + Sync), Type); 2] = [(&holder, Type::UUID), (&name, Type::TEXT)];
-                let rows = self.client.query_typed(&self.sql.release, &params).await?;
-                rows.into_iter().next().expect("lease_release returns one row")
+        let call = async {
+            match &self.statements {
+                Some(statements) => self.client.query_one(&statements[2], &[&holder, &name]).await,
+                None => {
+                    let params: [(&(dyn ToSql + Sync), Type); 2] = [(&holder, Type::UUID), (&name, Type::TEXT)];
+                    let rows = self.client.query_typed(&self.sql.release, &params).await?;
+                    Ok(rows.into_iter().next().expect("lease_release returns one row"))
+                }
             }
         };
+        // join! polls in order, and each request is sent on its first poll: BEGIN, the call and
+        // COMMIT go out together. If the call fails, COMMIT ends the failed transaction (as a
+        // rollback) without an error of its own.
+        let (begin, row, commit) = tokio::join!(
+            self.client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+            call,
+            self.client.batch_execute("COMMIT"),
+        );
+        begin?;
+        let row = row?;
+        commit?;
         Ok(row.get(0))
     }
 }

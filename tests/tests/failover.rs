@@ -385,3 +385,35 @@ async fn a_standby_is_not_connected_for_leases() {
     assert!(matches!(result, Err(lease_lock_client::Error::AcquireTimeout(_))), "{result:?}");
     assert_eq!(status(&set.primary, &set.db), "", "nothing taken anywhere");
 }
+
+// A release commits without waiting for a synchronous standby (or its own WAL flush): losing it
+// would only keep the lease held until it expires. The next tenure does wait, and its commit
+// comes after the release's in the WAL. With the standby's link stalled, the release returns
+// at once; the waiting client's new tenure is confirmed only once the link is back, and then
+// without waiting for the released lease to expire.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_does_not_wait_for_the_synchronous_standby_but_the_next_tenure_does() {
+    init_tracing();
+    let set = ReplicaSet::start(Replication::Sync).await;
+    let (lease_d, refresh) = (Duration::from_secs(60), Duration::from_secs(20));
+    let holder = client(&set.conninfo("holder"), lease_d, refresh).acquire().await.unwrap();
+    let next = client(&set.conninfo("next"), lease_d, refresh);
+    let waiting = tokio::spawn(async move { next.acquire().await });
+    sleep(Duration::from_millis(300)).await;
+
+    set.link.set_stalled(true);
+    let started = Instant::now();
+    // Within the client's call timeout (500 ms): a release that waited for the standby would
+    // fail with CallTimeout.
+    assert!(holder.release().await.expect("released without the synchronous standby"));
+    let released_in = started.elapsed();
+    sleep(Duration::from_secs(2)).await;
+    assert!(!waiting.is_finished(), "a new tenure is not confirmed before the synchronous standby has it");
+
+    set.link.set_stalled(false);
+    let next =
+        timeout(Duration::from_secs(15), waiting).await.expect("acquired once the link is back").unwrap().unwrap();
+    assert_eq!(next.fencing_token(), 2);
+    assert!(started.elapsed() < lease_d, "taken over, not expired");
+    eprintln!("release with the synchronous standby stalled returned in {released_in:?}");
+}
