@@ -100,7 +100,17 @@ impl Sql {
                  FROM {s}.lease_acquire($1, $2, $3) a"
             ),
             refresh: format!("SELECT acquired, fencing_token, expires_at FROM {s}.lease_refresh($1, $2, $3)"),
-            release: format!("SELECT {s}.lease_release($1, $2)"),
+            // The release commits with `synchronous_commit = off`: `set_config(..., true)` lasts
+            // until the end of the transaction, here the statement's own (the client never
+            // calls inside a transaction block), and one statement is one request, so no other
+            // call on the connection can fall into that transaction. It need not wait for a
+            // WAL flush or a synchronous standby: losing a release in a crash or failover only
+            // keeps the lease held until it expires, as if it never arrived, and every new
+            // tenure commits durably after it in the WAL (so none survives without it). That
+            // saves a handover one flush, and a synchronous standby's round trip.
+            release: format!(
+                "SELECT {s}.lease_release($1, $2), pg_catalog.set_config('synchronous_commit', 'off', true)"
+            ),
             refresh_many: format!(
                 "SELECT lease_name, acquired, fencing_token, expires_at FROM {s}.lease_refresh_many($1, $2, $3)"
             ),
@@ -272,38 +282,16 @@ impl DbConn {
         self.client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}")).await
     }
 
-    /// `lease_release` in a transaction of its own that commits without waiting for its WAL to
-    /// be flushed or to reach a synchronous standby (`synchronous_commit = off` for it alone):
-    /// one round trip, the statements pipelined.
-    ///
-    /// Why that is safe: losing a release (a crash or failover before its WAL is flushed or
-    /// replicated) only gives the lease back to this holder until it expires, which is what
-    /// happens when a release never arrives. Every new tenure commits durably, and its commit
-    /// record follows the release's in the WAL, so a tenure that survives a crash or failover
-    /// implies the release it followed survived too. Not waiting saves the handover a WAL flush
-    /// (and a synchronous standby's round trip).
+    /// `lease_release`; see [`Sql::new`] for why it does not wait for a WAL flush.
     pub async fn release(&self, holder: Uuid, name: &str) -> Result<bool, tokio_postgres::Error> {
-        let call = async {
-            match &self.statements {
-                Some(statements) => self.client.query_one(&statements[2], &[&holder, &name]).await,
-                None => {
-                    let params: [(&(dyn ToSql + Sync), Type); 2] = [(&holder, Type::UUID), (&name, Type::TEXT)];
-                    let rows = self.client.query_typed(&self.sql.release, &params).await?;
-                    Ok(rows.into_iter().next().expect("lease_release returns one row"))
-                }
+        let row = match &self.statements {
+            Some(statements) => self.client.query_one(&statements[2], &[&holder, &name]).await?,
+            None => {
+                let params: [(&(dyn ToSql + Sync), Type); 2] = [(&holder, Type::UUID), (&name, Type::TEXT)];
+                let rows = self.client.query_typed(&self.sql.release, &params).await?;
+                rows.into_iter().next().expect("lease_release returns one row")
             }
         };
-        // join! polls in order, and each request is sent on its first poll: BEGIN, the call and
-        // COMMIT go out together. If the call fails, COMMIT ends the failed transaction (as a
-        // rollback) without an error of its own.
-        let (begin, row, commit) = tokio::join!(
-            self.client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
-            call,
-            self.client.batch_execute("COMMIT"),
-        );
-        begin?;
-        let row = row?;
-        commit?;
         Ok(row.get(0))
     }
 }
