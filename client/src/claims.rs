@@ -23,10 +23,21 @@ use tokio::sync::Notify;
 pub(crate) struct Claims {
     names: Mutex<HashMap<String, Use>>,
     freed: Notify,
-    /// Tenures this client may still have on the server, by lease name: `Some(token)` when
-    /// known; `None` when an acquire's answer was lost (timed out, connection lost, cancelled),
-    /// so whatever tenure is held under our id may be ours.
-    own: Mutex<HashMap<String, Option<i64>>>,
+    /// Tenures this client may still have on the server, by lease name.
+    own: Mutex<HashMap<String, Own>>,
+}
+
+/// What this client knows of its tenure of one lease name on the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Own {
+    /// Started or continued with this token.
+    Held(i64),
+    /// An acquire's answer was lost (timed out, connection lost, cancelled): whatever tenure is
+    /// held under our id may be ours.
+    Unknown,
+    /// Released, the token if known. A release commits without waiting for its WAL flush, so
+    /// a crash can lose it and give the tenure back to our id (see `Session`'s release).
+    Released(Option<i64>),
 }
 
 #[derive(Debug, Default)]
@@ -70,25 +81,47 @@ impl Claims {
 
     /// Records a tenure this client started, or continued, with `token`.
     pub fn tenure_started(&self, name: &str, token: i64) {
-        self.own.lock().expect("own tenures lock").insert(name.to_owned(), Some(token));
+        self.own.lock().expect("own tenures lock").insert(name.to_owned(), Own::Held(token));
     }
 
     /// Records that an acquire of `name` may have started a tenure whose token we never saw.
     pub fn tenure_unknown(&self, name: &str) {
-        self.own.lock().expect("own tenures lock").insert(name.to_owned(), None);
+        self.own.lock().expect("own tenures lock").insert(name.to_owned(), Own::Unknown);
     }
 
-    /// Records that the server holds no tenure of `name` under our id (released, or it said so).
+    /// Records that the server released our tenure of `name` (if a crash loses that release,
+    /// the tenure comes back: [`is_lost_release`](Self::is_lost_release)).
+    pub fn tenure_released(&self, name: &str) {
+        let mut own = self.own.lock().expect("own tenures lock");
+        let token = match own.get(name) {
+            Some(Own::Held(token)) | Some(Own::Released(Some(token))) => Some(*token),
+            _ => None,
+        };
+        own.insert(name.to_owned(), Own::Released(token));
+    }
+
+    /// Records that the server holds no tenure of `name` under our id (it said so).
     pub fn tenure_ended(&self, name: &str) {
         self.own.lock().expect("own tenures lock").remove(name);
     }
 
-    /// Whether the tenure `token` of `name` held under our id may be one this client started.
+    /// Whether the tenure `token` of `name` held under our id may be one this client started
+    /// and has not released.
     pub fn is_own_tenure(&self, name: &str, token: i64) -> bool {
         match self.own.lock().expect("own tenures lock").get(name) {
-            Some(Some(known)) => *known == token,
-            Some(None) => true,
-            None => false,
+            Some(Own::Held(known)) => *known == token,
+            Some(Own::Unknown) => true,
+            Some(Own::Released(_)) | None => false,
+        }
+    }
+
+    /// Whether the tenure `token` of `name` held under our id is one this client released: the
+    /// server lost that release (it crashed before the release reached disk).
+    pub fn is_lost_release(&self, name: &str, token: i64) -> bool {
+        match self.own.lock().expect("own tenures lock").get(name) {
+            Some(Own::Released(Some(known))) => *known == token,
+            Some(Own::Released(None)) => true,
+            _ => false,
         }
     }
 
@@ -174,5 +207,14 @@ mod tests {
         assert!(claims.is_own_tenure("a", 2));
         claims.tenure_ended("a");
         assert!(!claims.is_own_tenure("a", 1));
+        assert!(!claims.is_lost_release("a", 1));
+        claims.tenure_started("a", 3);
+        claims.tenure_released("a");
+        assert!(!claims.is_own_tenure("a", 3), "released");
+        assert!(claims.is_lost_release("a", 3));
+        assert!(!claims.is_lost_release("a", 4), "another process's tenure under our id");
+        claims.tenure_unknown("b");
+        claims.tenure_released("b");
+        assert!(claims.is_lost_release("b", 9), "the token of a cancelled acquire is unknown");
     }
 }

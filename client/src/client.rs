@@ -329,60 +329,76 @@ impl LeaseClient {
         .await
     }
 
-    /// One `lease_acquire` call.
+    /// One `lease_acquire` call (two when the first continued a tenure whose release the
+    /// server lost).
     async fn attempt(&self) -> Result<Attempt, AttemptError> {
         let session = &self.shared.session;
         let claims = &self.shared.claims;
-        let conn = session.conn().await.map_err(AttemptError::Connect)?;
-        let (sent_at, sent_boot) = (tokio::time::Instant::now(), crate::lease::boottime_ns());
-        // Armed while the call is in flight: if this future is dropped then, the acquire may
-        // still run on the server, and a release queued behind it on the same connection
-        // undoes it.
-        let undo = UndoOnDrop {
-            session: session.clone(),
-            conn: Some(conn.clone()),
-            claims: claims.clone(),
-            claim: Some(claims.claim_task(&self.lease_name)),
-            holder: self.holder_id(),
-            name: self.lease_name.clone(),
-        };
-        let call = conn.acquire(self.holder_id(), self.config().lease_duration(), &self.lease_name);
-        let grant = session.call(&conn, None, call).await;
-        undo.disarm();
-        let grant = match grant {
-            Ok(grant) => grant,
-            Err(e) => {
-                if e.answer_lost() {
-                    // The call may have run and started a tenure whose token we never saw.
-                    claims.tenure_unknown(&self.lease_name);
+        let mut lost_release_undone = false;
+        loop {
+            let conn = session.conn().await.map_err(AttemptError::Connect)?;
+            let (sent_at, sent_boot) = (tokio::time::Instant::now(), crate::lease::boottime_ns());
+            // Armed while the call is in flight: if this future is dropped then, the acquire may
+            // still run on the server, and a release queued behind it on the same connection
+            // undoes it.
+            let undo = UndoOnDrop {
+                session: session.clone(),
+                conn: Some(conn.clone()),
+                claims: claims.clone(),
+                claim: Some(claims.claim_task(&self.lease_name)),
+                holder: self.holder_id(),
+                name: self.lease_name.clone(),
+            };
+            let call = conn.acquire(self.holder_id(), self.config().lease_duration(), &self.lease_name);
+            let grant = session.call(&conn, None, call).await;
+            undo.disarm();
+            let grant = match grant {
+                Ok(grant) => grant,
+                Err(e) => {
+                    if e.answer_lost() {
+                        // The call may have run and started a tenure whose token we never saw.
+                        claims.tenure_unknown(&self.lease_name);
+                    }
+                    return Err(AttemptError::Call(e));
                 }
-                return Err(AttemptError::Call(e));
-            }
-        };
-        match grant {
-            Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at), continued } => {
-                if continued && !claims.is_own_tenure(&self.lease_name, token) {
-                    // A renewal of a tenure this client never started (or has seen end): some
-                    // other process presents our holder id. Not ours to use, nor to release.
-                    return Ok(Attempt::Duplicate { fencing_token: token });
+            };
+            match grant {
+                Grant { acquired: true, fencing_token: Some(token), expires_at: Some(expires_at), continued } => {
+                    if continued && !lost_release_undone && claims.is_lost_release(&self.lease_name, token) {
+                        // We released this tenure, and the server lost the release (it crashed before
+                        // the release reached disk) and gave it back. Release it again and start a new
+                        // tenure, so that no write of the released one passes the fence in the new one.
+                        warn!(lease = %self.lease_name, token, "the server lost our release of this tenure; releasing it again");
+                        session
+                            .call(&conn, None, conn.release(self.holder_id(), &self.lease_name))
+                            .await
+                            .map_err(AttemptError::Call)?;
+                        lost_release_undone = true;
+                        continue;
+                    }
+                    if continued && !claims.is_own_tenure(&self.lease_name, token) {
+                        // A renewal of a tenure this client never started (or has seen end): some
+                        // other process presents our holder id. Not ours to use, nor to release.
+                        return Ok(Attempt::Duplicate { fencing_token: token });
+                    }
+                    claims.tenure_started(&self.lease_name, token);
+                    return Ok(Attempt::Held(Tenure {
+                        session: session.clone(),
+                        lease_name: self.lease_name.clone(),
+                        holder_id: self.holder_id(),
+                        fencing_token: token,
+                        expires_at,
+                        confirmed_at: sent_at,
+                        confirmed_boot_ns: sent_boot,
+                    }));
                 }
-                claims.tenure_started(&self.lease_name, token);
-                Ok(Attempt::Held(Tenure {
-                    session: session.clone(),
-                    lease_name: self.lease_name.clone(),
-                    holder_id: self.holder_id(),
-                    fencing_token: token,
-                    expires_at,
-                    confirmed_at: sent_at,
-                    confirmed_boot_ns: sent_boot,
-                }))
-            }
-            grant => {
-                if !grant.acquired {
-                    // Refused: no tenure of ours under this id on the server now.
-                    claims.tenure_ended(&self.lease_name);
+                grant => {
+                    if !grant.acquired {
+                        // Refused: no tenure of ours under this id on the server now.
+                        claims.tenure_ended(&self.lease_name);
+                    }
+                    return Ok(Attempt::Refused(grant.expires_at));
                 }
-                Ok(Attempt::Refused(grant.expires_at))
             }
         }
     }
@@ -522,7 +538,11 @@ impl Drop for UndoOnDrop {
             let _claim = claim;
             match session.call(&conn, None, conn.release(holder, &name)).await {
                 Ok(released) => {
-                    claims.tenure_ended(&name);
+                    if released {
+                        claims.tenure_released(&name);
+                    } else {
+                        claims.tenure_ended(&name);
+                    }
                     debug!(lease = %name, released, "cancelled acquire undone");
                 }
                 Err(e) => debug!(lease = %name, error = %e, "could not undo a cancelled acquire; it will expire"),

@@ -315,8 +315,13 @@ impl Lease {
     /// release notification) takes over at once. Returns `false` if it was no longer held.
     ///
     /// The release does not wait for a WAL flush or a synchronous standby (its transaction
-    /// commits with `synchronous_commit = off`): if a crash or failover loses it, the lease stays
-    /// held until it expires, and no new tenure can survive without it.
+    /// commits with `synchronous_commit = off`), which saves a handover one flush. A crash soon
+    /// after can lose it: the tenure is then back until it expires, as if the release had never
+    /// arrived. Meanwhile watchers see it held again, and `lease_fence` with its token passes
+    /// again; stop acting as the holder at release as always. No new tenure can survive a crash
+    /// without the release it followed (it commits durably, after the release in the WAL). If
+    /// this client acquires the lease again and the server answers with the released tenure,
+    /// the client releases it again and starts a new one with a new token.
     ///
     /// Ends within about twice the call timeout, whatever the server does: at most one call
     /// timeout to get a connection (opening one included, or waiting for another task's open)
@@ -552,8 +557,12 @@ async fn finish<S: RenewCalls>(
     match &result {
         Ok(released) => {
             info!(released, "lease released");
-            // Released, or the server says it was no longer ours: no tenure left under our id.
-            claims.tenure_ended(&t.lease_name);
+            if *released {
+                claims.tenure_released(&t.lease_name);
+            } else {
+                // The server says it was no longer ours: no tenure left under our id.
+                claims.tenure_ended(&t.lease_name);
+            }
         }
         Err(e) => debug!(error = %e, "release failed"),
     }

@@ -417,3 +417,49 @@ async fn a_release_does_not_wait_for_the_synchronous_standby_but_the_next_tenure
     assert!(started.elapsed() < lease_d, "taken over, not expired");
     eprintln!("release with the synchronous standby stalled returned in {released_in:?}");
 }
+
+// A server crash can lose a release (it does not wait for its WAL flush): the released tenure is
+// back under the releaser's id until it expires. The same client acquiring again then gets a
+// new tenure with a new token: it releases the one it had released again, instead of taking
+// it back or reporting another process with its holder id (DuplicateHolderId).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_lost_in_a_crash_gives_the_same_client_a_new_tenure() {
+    init_tracing();
+    // The WAL writer flushes an asynchronous commit within about three wal_writer_delay; at its
+    // longest (10 s), the crash right after the release comes first.
+    const SETTINGS: &[&str] = &["wal_writer_delay=10s", "autovacuum=off"];
+    let cluster = std::sync::Arc::new(
+        blocking(|| {
+            let cluster = lease_lock_tests::TestCluster::start(SETTINGS);
+            cluster.psql("postgres", "CREATE DATABASE crash");
+            cluster.install_edition("crash");
+            cluster
+        })
+        .await,
+    );
+    let client = client(&cluster.conninfo("crash"), Duration::from_secs(60), Duration::from_secs(20));
+    let holder = client.holder_id().to_string();
+    // Another flush (a checkpoint, say) could take the release to disk before the crash: then
+    // there is nothing to see, and the round is repeated.
+    for round in 1..=3 {
+        let lease = client.acquire().await.unwrap();
+        let token = lease.fencing_token();
+        assert!(lease.release().await.unwrap());
+        let c = cluster.clone();
+        blocking(move || {
+            c.stop_server("immediate");
+            c.start_server(SETTINGS);
+        })
+        .await;
+        if status(&cluster, "crash") != format!("{holder}|{token}|t|1") {
+            eprintln!("round {round}: the release reached disk before the crash; again");
+            continue;
+        }
+        // The release was lost: tenure `token` is held under our id again.
+        let again = client.try_acquire().await.expect("no error").expect("the lease");
+        assert_eq!(again.fencing_token(), token + 1, "a new tenure, not the released one");
+        assert_eq!(status(&cluster, "crash"), format!("{holder}|{}|t|1", token + 1));
+        return;
+    }
+    panic!("in 3 rounds, the release always reached disk before the crash");
+}
