@@ -44,13 +44,13 @@ PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
 # pgrx init adds to that list and keeps the rest, and a listed pg_config that is gone (another
 # checkout's target/pg, deleted) fails every build: such entries are dropped first.
 if [ -f "$PGRX_HOME/config.toml" ]; then
-    kept=$(while IFS= read -r line; do
+    kept=$(while IFS= read -r line || [ -n "$line" ]; do
         if [[ $line =~ ^pg[0-9]+\ =\ \"(.*)\"$ ]] && [ ! -x "${BASH_REMATCH[1]}" ]; then continue; fi
         printf '%s\n' "$line"
     done <"$PGRX_HOME/config.toml")
     if [ "$kept" != "$(cat "$PGRX_HOME/config.toml")" ]; then
         log "pgrx config: dropping the majors whose pg_config is gone"
-        printf '%s\n' "$kept" >"$PGRX_HOME/config.toml"
+        printf '%s\n' "$kept" >"$PGRX_HOME/config.toml.new" && mv "$PGRX_HOME/config.toml.new" "$PGRX_HOME/config.toml"
     fi
 fi
 init_args=()

@@ -89,10 +89,12 @@ impl Shared {
         *self.tenure.lock().expect("tenure lock") = Some(info);
     }
 
-    /// The database confirmed a renewal sent at `sent`.
-    pub fn renewed(&self, sent: Instant) {
+    /// The database confirmed a renewal sent at `sent` (if known).
+    pub fn renewed(&self, sent: Option<Instant>) {
         self.metrics.renewals.inc();
-        self.metrics.renewal_seconds.observe(Instant::now().saturating_duration_since(sent).as_secs_f64());
+        if let Some(sent) = sent {
+            self.metrics.renewal_seconds.observe(Instant::now().saturating_duration_since(sent).as_secs_f64());
+        }
     }
 
     /// The tenure was lost (not released).

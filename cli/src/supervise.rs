@@ -216,7 +216,8 @@ impl Trust {
         shared.acquired(lease, waited);
         let until_boot_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let window = lease_duration.saturating_sub(KILL_MARGIN);
-        let sent = move |valid_until: Instant| valid_until.checked_sub(renew_deadline).unwrap_or(valid_until);
+        // None only if the monotonic clock started less than a renew deadline ago.
+        let sent = move |valid_until: Instant| valid_until.checked_sub(renew_deadline);
         let trust_from = {
             let until = until_boot_ns.clone();
             move |sent: Instant| {
@@ -230,7 +231,7 @@ impl Trust {
         let mut states = lease.subscribe();
         // The state now (marked seen, so that only later renewals are counted).
         if let LeaseState::Held { valid_until, .. } = *states.borrow_and_update() {
-            trust_from(sent(valid_until));
+            trust_from(sent(valid_until).unwrap_or(valid_until));
         }
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -238,7 +239,7 @@ impl Trust {
                 let state = states.borrow_and_update().clone();
                 match state {
                     LeaseState::Held { valid_until, .. } => {
-                        trust_from(sent(valid_until));
+                        trust_from(sent(valid_until).unwrap_or(valid_until));
                         shared.renewed(sent(valid_until));
                     }
                     LeaseState::Lost(_) => return shared.lost(),

@@ -5,7 +5,7 @@
 use lease_lock_tests::proxy::Proxy;
 use lease_lock_tests::{init_tracing, shared_cluster, TestDb};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,9 @@ fn lease_lock(conninfo: &str) -> Command {
     command
 }
 
-fn dir() -> PathBuf {
-    tempfile::Builder::new().prefix("ll-cli.").tempdir().expect("tempdir").keep()
+/// A scratch directory for a test's logs, removed when the test ends.
+fn dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ll-cli.").tempdir().expect("tempdir")
 }
 
 /// A shell command that appends `start <ns>` to `log`, then `alive <ns>` every 50 ms until
@@ -109,7 +110,8 @@ fn held_token(db: &TestDb, name: &str) -> Option<i64> {
 fn two_no_wait_runs_at_once_run_exactly_one_command() {
     init_tracing();
     let db = shared_cluster().fresh_database();
-    let d = dir();
+    let scratch = dir();
+    let d = scratch.path();
     let ran = d.join("ran");
     let cmd = vec!["sh".into(), "-c".into(), format!("echo $$ >> {}; sleep 1.5", ran.display())];
     let mut a = lease_lock(&db.conninfo()).args(run_args("cron", &["--no-wait"], cmd.clone())).spawn().unwrap();
@@ -128,7 +130,8 @@ fn two_no_wait_runs_at_once_run_exactly_one_command() {
 fn run_passes_on_the_status_and_holds_at_least() {
     init_tracing();
     let db = shared_cluster().fresh_database();
-    let d = dir();
+    let scratch = dir();
+    let d = scratch.path();
     let env = d.join("env");
     let cmd = vec![
         "sh".into(),
@@ -161,7 +164,8 @@ fn a_stalled_holders_command_is_gone_before_the_next_holders_starts() {
     init_tracing();
     let db = shared_cluster().fresh_database();
     let (_runtime, proxy, via_proxy) = proxied(&db);
-    let d = dir();
+    let scratch = dir();
+    let d = scratch.path();
     let (log_a, log_b) = (d.join("a"), d.join("b"));
     let mut a = lease_lock(&via_proxy).args(run_args("stall", &[], logging_child(&log_a, true))).spawn().unwrap();
     wait_for("A's command to start", Duration::from_secs(15), || log_lines(&log_a).len() > 2);
@@ -186,7 +190,8 @@ fn a_stalled_holders_command_is_gone_before_the_next_holders_starts() {
 fn sigkill_of_lease_lock_takes_its_command_with_it() {
     init_tracing();
     let db = shared_cluster().fresh_database();
-    let d = dir();
+    let scratch = dir();
+    let d = scratch.path();
     let (log_a, log_b, grandchild) = (d.join("a"), d.join("b"), d.join("grandchild"));
     // The command starts a grandchild of its own that also logs.
     let mut cmd = logging_child(&log_a, true);
@@ -220,7 +225,8 @@ fn sigkill_of_lease_lock_takes_its_command_with_it() {
 fn elect_starts_the_command_again_after_regaining_the_lease() {
     init_tracing();
     let db = shared_cluster().fresh_database();
-    let d = dir();
+    let scratch = dir();
+    let d = scratch.path();
     let log = d.join("log");
     let mut args: Vec<String> =
         ["elect", "--name", "el", "--lease", LEASE, "--kill-grace", GRACE].iter().map(|s| s.to_string()).collect();
@@ -277,7 +283,8 @@ fn leader_endpoint_follows_the_lease_and_metrics_parse() {
     init_tracing();
     let db = shared_cluster().fresh_database();
     let port = lease_lock_tests::cluster::free_port();
-    let d = dir();
+    let scratch = dir();
+    let d = scratch.path();
     let mut args: Vec<String> =
         ["elect", "--name", "web", "--lease", LEASE, "--kill-grace", GRACE, "--refresh", "200ms"]
             .iter()
