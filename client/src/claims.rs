@@ -17,6 +17,7 @@
 use crate::error::Error;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
@@ -36,8 +37,9 @@ enum Own {
     /// held under our id may be ours.
     Unknown,
     /// Released, the token if known. A release commits without waiting for its WAL flush, so
-    /// a crash can lose it and give the tenure back to our id (see `Session`'s release).
-    Released(Option<i64>),
+    /// a crash can lose it and give the tenure back to our id (see `Session`'s release), but
+    /// only until the tenure's expiry, at most a lease duration after the release: `until`.
+    Released { token: Option<i64>, until: Instant },
 }
 
 #[derive(Debug, Default)]
@@ -89,15 +91,19 @@ impl Claims {
         self.own.lock().expect("own tenures lock").insert(name.to_owned(), Own::Unknown);
     }
 
-    /// Records that the server released our tenure of `name` (if a crash loses that release,
-    /// the tenure comes back: [`is_lost_release`](Self::is_lost_release)).
-    pub fn tenure_released(&self, name: &str) {
+    /// Records that the server released our tenure of `name`, whose lease duration is
+    /// `lease_duration` (if a crash loses that release, the tenure comes back until it expires:
+    /// [`is_lost_release`](Self::is_lost_release)). Forgets the released tenures that have
+    /// expired by now, so that a client using ever new names keeps no record of old ones.
+    pub fn tenure_released(&self, name: &str, lease_duration: Duration) {
+        let now = Instant::now();
         let mut own = self.own.lock().expect("own tenures lock");
+        own.retain(|_, o| !matches!(o, Own::Released { until, .. } if *until <= now));
         let token = match own.get(name) {
-            Some(Own::Held(token)) | Some(Own::Released(Some(token))) => Some(*token),
+            Some(Own::Held(token)) | Some(Own::Released { token: Some(token), .. }) => Some(*token),
             _ => None,
         };
-        own.insert(name.to_owned(), Own::Released(token));
+        own.insert(name.to_owned(), Own::Released { token, until: now + lease_duration });
     }
 
     /// Records that the server holds no tenure of `name` under our id (it said so).
@@ -111,7 +117,7 @@ impl Claims {
         match self.own.lock().expect("own tenures lock").get(name) {
             Some(Own::Held(known)) => *known == token,
             Some(Own::Unknown) => true,
-            Some(Own::Released(_)) | None => false,
+            Some(Own::Released { .. }) | None => false,
         }
     }
 
@@ -119,8 +125,9 @@ impl Claims {
     /// server lost that release (it crashed before the release reached disk).
     pub fn is_lost_release(&self, name: &str, token: i64) -> bool {
         match self.own.lock().expect("own tenures lock").get(name) {
-            Some(Own::Released(Some(known))) => *known == token,
-            Some(Own::Released(None)) => true,
+            Some(Own::Released { until, .. }) if *until <= Instant::now() => false,
+            Some(Own::Released { token: Some(known), .. }) => *known == token,
+            Some(Own::Released { token: None, .. }) => true,
             _ => false,
         }
     }
@@ -208,13 +215,21 @@ mod tests {
         claims.tenure_ended("a");
         assert!(!claims.is_own_tenure("a", 1));
         assert!(!claims.is_lost_release("a", 1));
+        let lease = Duration::from_secs(60);
         claims.tenure_started("a", 3);
-        claims.tenure_released("a");
+        claims.tenure_released("a", lease);
         assert!(!claims.is_own_tenure("a", 3), "released");
         assert!(claims.is_lost_release("a", 3));
         assert!(!claims.is_lost_release("a", 4), "another process's tenure under our id");
         claims.tenure_unknown("b");
-        claims.tenure_released("b");
+        claims.tenure_released("b", lease);
         assert!(claims.is_lost_release("b", 9), "the token of a cancelled acquire is unknown");
+        // A released tenure expires within a lease duration; after that its record goes.
+        claims.tenure_started("c", 5);
+        claims.tenure_released("c", Duration::ZERO);
+        assert!(!claims.is_lost_release("c", 5), "expired");
+        claims.tenure_released("d", lease);
+        assert!(!claims.own.lock().unwrap().contains_key("c"), "expired records are dropped");
+        assert!(claims.own.lock().unwrap().contains_key("a"));
     }
 }

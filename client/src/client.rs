@@ -539,7 +539,7 @@ impl Drop for UndoOnDrop {
             match session.call(&conn, None, conn.release(holder, &name)).await {
                 Ok(released) => {
                     if released {
-                        claims.tenure_released(&name);
+                        claims.tenure_released(&name, session.config().lease_duration());
                     } else {
                         claims.tenure_ended(&name);
                     }
