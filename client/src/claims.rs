@@ -91,11 +91,22 @@ impl Claims {
         self.own.lock().expect("own tenures lock").insert(name.to_owned(), Own::Unknown);
     }
 
+    /// Records what a `lease_release` of `name` answered: `false`, the server holds no tenure of
+    /// ours ([`tenure_ended`](Self::tenure_ended)); `true`, it released ours
+    /// ([`tenure_released`](Self::tenure_released)).
+    pub fn release_answered(&self, name: &str, released: bool, lease_duration: Duration) {
+        if released {
+            self.tenure_released(name, lease_duration);
+        } else {
+            self.tenure_ended(name);
+        }
+    }
+
     /// Records that the server released our tenure of `name`, whose lease duration is
     /// `lease_duration` (if a crash loses that release, the tenure comes back until it expires:
     /// [`is_lost_release`](Self::is_lost_release)). Forgets the released tenures that have
     /// expired by now, so that a client using ever new names keeps no record of old ones.
-    pub fn tenure_released(&self, name: &str, lease_duration: Duration) {
+    fn tenure_released(&self, name: &str, lease_duration: Duration) {
         let now = Instant::now();
         let mut own = self.own.lock().expect("own tenures lock");
         own.retain(|_, o| !matches!(o, Own::Released { until, .. } if *until <= now));

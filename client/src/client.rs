@@ -538,11 +538,7 @@ impl Drop for UndoOnDrop {
             let _claim = claim;
             match session.call(&conn, None, conn.release(holder, &name)).await {
                 Ok(released) => {
-                    if released {
-                        claims.tenure_released(&name, session.config().lease_duration());
-                    } else {
-                        claims.tenure_ended(&name);
-                    }
+                    claims.release_answered(&name, released, session.config().lease_duration());
                     debug!(lease = %name, released, "cancelled acquire undone");
                 }
                 Err(e) => debug!(lease = %name, error = %e, "could not undo a cancelled acquire; it will expire"),

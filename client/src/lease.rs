@@ -557,12 +557,7 @@ async fn finish<S: RenewCalls>(
     match &result {
         Ok(released) => {
             info!(released, "lease released");
-            if *released {
-                claims.tenure_released(&t.lease_name, t.session.config().lease_duration());
-            } else {
-                // The server says it was no longer ours: no tenure left under our id.
-                claims.tenure_ended(&t.lease_name);
-            }
+            claims.release_answered(&t.lease_name, *released, t.session.config().lease_duration());
         }
         Err(e) => debug!(error = %e, "release failed"),
     }
