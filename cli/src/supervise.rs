@@ -239,8 +239,9 @@ impl Trust {
                 let state = states.borrow_and_update().clone();
                 match state {
                     LeaseState::Held { valid_until, .. } => {
-                        trust_from(sent(valid_until).unwrap_or(valid_until));
-                        shared.renewed(sent(valid_until));
+                        let sent = sent(valid_until);
+                        trust_from(sent.unwrap_or(valid_until));
+                        shared.renewed(sent);
                     }
                     LeaseState::Lost(_) => return shared.lost(),
                     _ => return,
