@@ -29,9 +29,7 @@ pub struct WatchArgs {
 #[derive(Args, Debug)]
 pub struct ReleaseArgs {
     /// The holder id of the tenure to end (LEASE_LOCK_HOLDER of the command that held it).
-    /// From the environment, it does not show in `ps` as an argument does; anyone who knows it
-    /// can take a free lease under it.
-    #[arg(long, env = "LEASE_LOCK_HOLDER", hide_env_values = true)]
+    #[arg(long)]
     holder: Uuid,
     /// The lease.
     name: String,

@@ -360,33 +360,30 @@ fn watch_prints_every_change_in_order_across_a_reconnect() {
 }
 
 /// Without `--database-url` or `DATABASE_URL`, libpq's variables say where the database is;
-/// `status` prints JSON; `release` ends the tenure of the holder id in `LEASE_LOCK_HOLDER` (or
-/// `--holder`), and says when there was nothing to end.
+/// `status` prints JSON; `release --holder` ends that holder's tenure, and says when there was
+/// nothing to end.
 #[test]
 fn status_and_release_through_libpq_variables() {
     init_tracing();
     let db = shared_cluster().fresh_database();
     const H: &str = "00000000-0000-0000-0000-0000000000c1";
     db.psql(&format!("SELECT lease_lock.lease_acquire('{H}', '1 hour', 'pgvars')"));
-    let command = |args: &[&str]| {
-        let mut command = Command::new(BIN);
-        command
+    let lease_lock_env = |args: &[&str]| {
+        Command::new(BIN)
             .args(args)
             .env_remove("DATABASE_URL")
-            .env_remove("LEASE_LOCK_HOLDER")
             .env("PGHOST", shared_cluster().socket_dir())
             .env("PGPORT", shared_cluster().port().to_string())
             .env("PGUSER", "postgres")
-            .env("PGDATABASE", &db.name);
-        command
+            .env("PGDATABASE", &db.name)
+            .output()
+            .unwrap()
     };
-    let lease_lock_env = |args: &[&str]| command(args).output().unwrap();
     let out = lease_lock_env(&["status", "pgvars", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let row: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!((row["held"].as_bool(), row["holder"].as_str()), (Some(true), Some(H)), "{row}");
-    // The holder id from LEASE_LOCK_HOLDER, which `ps` does not show as it shows arguments.
-    let out = command(&["release", "pgvars"]).env("LEASE_LOCK_HOLDER", H).output().unwrap();
+    let out = lease_lock_env(&["release", "--holder", H, "pgvars"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(lease_lock_env(&["release", "--holder", H, "pgvars"]).status.code(), Some(1), "nothing left to end");
     assert_eq!(lease_lock_env(&["status", "pgvars"]).status.code(), Some(1), "not held");
