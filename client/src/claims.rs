@@ -36,10 +36,10 @@ enum Own {
     /// An acquire's answer was lost (timed out, connection lost, cancelled): whatever tenure is
     /// held under our id may be ours.
     Unknown,
-    /// Released, the token if known. A release commits without waiting for its WAL flush, so
-    /// a crash can lose it and give the tenure back to our id (see `Session`'s release), but
-    /// only until the tenure's expiry, at most a lease duration after the release: `until`.
-    Released { token: Option<i64>, until: Instant },
+    /// Released tenure `token`. A release commits without waiting for its WAL flush, so a crash
+    /// can lose it and give the tenure back to our id (see `Session`'s release), but only until
+    /// the tenure's expiry, at most a lease duration after the release: `until`.
+    Released { token: i64, until: Instant },
 }
 
 #[derive(Debug, Default)]
@@ -110,11 +110,17 @@ impl Claims {
         let now = Instant::now();
         let mut own = self.own.lock().expect("own tenures lock");
         own.retain(|_, o| !matches!(o, Own::Released { until, .. } if *until <= now));
-        let token = match own.get(name) {
-            Some(Own::Held(token)) | Some(Own::Released { token: Some(token), .. }) => Some(*token),
-            _ => None,
-        };
-        own.insert(name.to_owned(), Own::Released { token, until: now + lease_duration });
+        match own.get(name) {
+            Some(Own::Held(token)) | Some(Own::Released { token, .. }) => {
+                let token = *token;
+                own.insert(name.to_owned(), Own::Released { token, until: now + lease_duration });
+            }
+            // A tenure whose token we never saw (a cancelled acquire, undone): a tenure under our
+            // id later may as well be another process's, so nothing is kept to release it again.
+            _ => {
+                own.remove(name);
+            }
+        }
     }
 
     /// Records that the server holds no tenure of `name` under our id (it said so).
@@ -136,9 +142,7 @@ impl Claims {
     /// server lost that release (it crashed before the release reached disk).
     pub fn is_lost_release(&self, name: &str, token: i64) -> bool {
         match self.own.lock().expect("own tenures lock").get(name) {
-            Some(Own::Released { until, .. }) if *until <= Instant::now() => false,
-            Some(Own::Released { token: Some(known), .. }) => *known == token,
-            Some(Own::Released { token: None, .. }) => true,
+            Some(Own::Released { token: known, until }) => *known == token && *until > Instant::now(),
             _ => false,
         }
     }
@@ -234,7 +238,8 @@ mod tests {
         assert!(!claims.is_lost_release("a", 4), "another process's tenure under our id");
         claims.tenure_unknown("b");
         claims.tenure_released("b", lease);
-        assert!(claims.is_lost_release("b", 9), "the token of a cancelled acquire is unknown");
+        assert!(!claims.is_lost_release("b", 9), "a token never seen may be another process's");
+        assert!(!claims.is_own_tenure("b", 9));
         // A released tenure expires within a lease duration; after that its record goes.
         claims.tenure_started("c", 5);
         claims.tenure_released("c", Duration::ZERO);

@@ -369,10 +369,13 @@ impl LeaseClient {
                         // the release reached disk) and gave it back. Release it again and start a new
                         // tenure, so that no write of the released one passes the fence in the new one.
                         warn!(lease = %self.lease_name, token, "the server lost our release of this tenure; releasing it again");
-                        session
+                        let released = session
                             .call(&conn, None, conn.release(self.holder_id(), &self.lease_name))
                             .await
                             .map_err(AttemptError::Call)?;
+                        // The tenure now lives a lease duration from this acquire: remember it
+                        // that long.
+                        claims.release_answered(&self.lease_name, released, self.config().lease_duration());
                         lost_release_undone = true;
                         continue;
                     }
