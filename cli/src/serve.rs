@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// The metrics of one lease (prefix `lease_lock_`, label `lease`).
@@ -89,12 +89,10 @@ impl Shared {
         *self.tenure.lock().expect("tenure lock") = Some(info);
     }
 
-    /// The database confirmed a renewal sent at `sent` (if known).
-    pub fn renewed(&self, sent: Option<Instant>) {
+    /// The database confirmed a renewal sent `latency` ago.
+    pub fn renewed(&self, latency: Duration) {
         self.metrics.renewals.inc();
-        if let Some(sent) = sent {
-            self.metrics.renewal_seconds.observe(Instant::now().saturating_duration_since(sent).as_secs_f64());
-        }
+        self.metrics.renewal_seconds.observe(latency.as_secs_f64());
     }
 
     /// The tenure was lost (not released).

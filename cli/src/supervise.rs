@@ -216,14 +216,20 @@ impl Trust {
         shared.acquired(lease, waited);
         let until_boot_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let window = lease_duration.saturating_sub(KILL_MARGIN);
-        // None only if the monotonic clock started less than a renew deadline ago.
-        let sent = move |valid_until: Instant| valid_until.checked_sub(renew_deadline);
+        // How long ago the renewal behind `valid_until` was sent (`valid_until` is its send time
+        // plus the renew deadline), from durations only: an `Instant` before the clock's start
+        // cannot be made, and no fallback may make the send look later than it was.
+        let sent_ago = move |valid_until: Instant| {
+            let now = Instant::now();
+            match valid_until.checked_duration_since(now) {
+                Some(left) => renew_deadline.saturating_sub(left),
+                None => renew_deadline + now.duration_since(valid_until),
+            }
+        };
         let trust_from = {
             let until = until_boot_ns.clone();
-            move |sent: Instant| {
-                // The send time, as an offset back from now on the monotonic clock, moved to
-                // CLOCK_BOOTTIME.
-                let sent_ago = Instant::now().saturating_duration_since(sent);
+            move |sent_ago: Duration| {
+                // The send time, as an offset back from now, on CLOCK_BOOTTIME.
                 let sent_boot = boottime_ns().saturating_sub(sent_ago.as_nanos() as u64);
                 until.store(sent_boot.saturating_add(window.as_nanos() as u64), Ordering::Release);
             }
@@ -231,7 +237,7 @@ impl Trust {
         let mut states = lease.subscribe();
         // The state now (marked seen, so that only later renewals are counted).
         if let LeaseState::Held { valid_until, .. } = *states.borrow_and_update() {
-            trust_from(sent(valid_until).unwrap_or(valid_until));
+            trust_from(sent_ago(valid_until));
         }
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -239,9 +245,9 @@ impl Trust {
                 let state = states.borrow_and_update().clone();
                 match state {
                     LeaseState::Held { valid_until, .. } => {
-                        let sent = sent(valid_until);
-                        trust_from(sent.unwrap_or(valid_until));
-                        shared.renewed(sent);
+                        let ago = sent_ago(valid_until);
+                        trust_from(ago);
+                        shared.renewed(ago);
                     }
                     LeaseState::Lost(_) => return shared.lost(),
                     _ => return,
